@@ -1,0 +1,215 @@
+"""params.yaml: the single source of configuration, loaded into frozen, typed sections.
+
+A params file may hold only the keys it changes: every key has a default here. Unknown keys,
+wrong types and out-of-range values fail with the key's dotted path and what was expected.
+Each stage receives only its own section(s) and saves the resolved values next to its outputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ruamel.yaml import YAML
+
+from pipeline.errors import ParamsError
+from pipeline.io import write_text_atomic
+
+
+class Section(BaseModel):
+    # strict: a YAML string "0.7" is not silently a float; extra keys are typos, not options.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataParams(Section):
+    path: str = "data/raw/images"
+    modality: Literal["auto", "image", "text"] = "auto"
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    header: bool = True
+    columns: list[str] = Field(default_factory=list)
+    encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _columns_without_header(self) -> DataParams:
+        if not self.header and not self.columns:
+            raise ValueError(
+                "header: false needs columns: the names of the file's columns in order, "
+                "e.g. columns: [label, text]"
+            )
+        return self
+
+
+class SplitFractions(Section):
+    train: float = Field(0.7, ge=0.0, le=1.0)
+    val: float = Field(0.15, ge=0.0, le=1.0)
+    test: float = Field(0.15, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        if self.train == 0:
+            raise ValueError("train must be above 0")
+        return self
+
+
+class PrepareParams(Section):
+    seed: int = 0
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    split_folders: Literal["auto", "yes", "no"] = "auto"
+    image_extensions: list[str] = Field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
+    )
+    workers: int = Field(0, ge=0, description="processes for hashing and header reads; 0 = all cores")
+
+
+class MinPerClass(Section):
+    train: int = Field(5, ge=0)
+    val: int = Field(1, ge=0)
+    test: int = Field(1, ge=0)
+
+
+class ImageChecks(Section):
+    min_width: int = Field(16, ge=1)
+    min_height: int = Field(16, ge=1)
+    max_width: int = Field(8192, ge=1)
+    max_height: int = Field(8192, ge=1)
+    modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L", "P", "LA"])
+    thumbnail: int = Field(64, ge=8, description="side of the thumbnail decoded to prove decodability")
+
+
+class TextChecks(Section):
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(20000, ge=1)
+
+
+class ValidateParams(Section):
+    labels: list[str] = Field(default_factory=list)
+    min_per_class: MinPerClass = Field(default_factory=MinPerClass)
+    on_bad_rows: Literal["quarantine", "fail"] = "quarantine"
+    max_bad_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    image: ImageChecks = Field(default_factory=ImageChecks)
+    text: TextChecks = Field(default_factory=TextChecks)
+
+
+class PathsParams(Section):
+    prepare: str = "outputs/prepare"
+    validate_: str = Field("outputs/validate", alias="validate")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class Params(Section):
+    data: DataParams = Field(default_factory=DataParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    paths: PathsParams = Field(default_factory=PathsParams)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
+        )
+        sub = field.annotation if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    return model
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = _known_keys(parent) if parent else []
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        did_you_mean = f" Did you mean '{'.'.join([*map(str, loc[:-1]), hint[0]])}'?" if hint else ""
+        return (
+            f"{source}: unknown key '{dotted}'.{did_you_mean} "
+            f"Known keys here: {', '.join(known)}."
+        )
+    got = err.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r}, a {type(got).__name__})"
+    return f"{source}: {dotted}: {err['msg']}{got_text}."
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; every problem is reported with its dotted key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}.")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (a missing file means all defaults) and apply `key.path=value` overrides."""
+    path = Path(path)
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set prepare.seed=1")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"--set {item!r}: '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return parse_params(raw, source=str(path))
+
+
+def section_dict(params: Params, *names: str) -> dict[str, Any]:
+    """The resolved values of the named sections, as plain data (aliases as in params.yaml)."""
+    full = params.model_dump(by_alias=True, mode="json")
+    return {name: full[name] for name in names}
+
+
+def save_resolved(params: Params, out_dir: str | Path, *sections: str) -> Path:
+    """Write the resolved sections a stage used next to its outputs, as params.resolved.yaml."""
+    target = Path(out_dir) / "params.resolved.yaml"
+    text = yaml.safe_dump(section_dict(params, *sections), sort_keys=False)
+    write_text_atomic(target, text)
+    return target
+
+
+def freeze_labels(path: str | Path, labels: list[str]) -> None:
+    """Write the inferred label set into params.yaml (validate.labels), keeping its comments."""
+    path = Path(path)
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else None
+    if doc is None:
+        doc = {}
+    section = doc.setdefault("validate", {})
+    section["labels"] = list(labels)
+    buf = io.StringIO()
+    ry.dump(doc, buf)
+    write_text_atomic(path, buf.getvalue())
