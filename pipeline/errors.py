@@ -18,6 +18,8 @@ class DataError(GraftError):
 class DataValidationError(GraftError):
     """The validation suite failed at the dataset level, or on rows with `on_bad_rows: fail`."""
 
-    def __init__(self, message: str, report_path: str | None = None):
+    def __init__(self, message: str, report_path: str | None = None,
+                 summary: dict | None = None):
         super().__init__(message)
         self.report_path = report_path
+        self.summary = summary

@@ -14,7 +14,6 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import DataError
 from pipeline.io import write_json_atomic, write_parquet_atomic
+from pipeline.parallel import map_files
 from pipeline.params import DataParams, Params, PrepareParams, SplitFractions, save_resolved
 
 SPLITS = ("train", "val", "test")
@@ -35,8 +35,6 @@ MANIFEST_COLUMNS = [
     "id", "modality", "path", "text", "label", "sha256", "split", "split_source",
     "bytes", "width", "height", "mode", "format", "n_chars", "n_tokens", "row", "error",
 ]
-# Parallel workers pay off only past this many files; below it, start-up costs more.
-_POOL_MIN_FILES = 256
 
 
 @dataclass(frozen=True)
@@ -184,17 +182,6 @@ def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     return facts
 
 
-def _map_parallel(fn: Any, items: list[Any], workers: int, desc: str) -> Iterator[Any]:
-    n_workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(items), desc=desc, unit="file", disable=None, leave=False)
-    if n_workers == 1 or len(items) < _POOL_MIN_FILES:
-        yield from tqdm(map(fn, items), **bar)
-        return
-    chunk = max(1, min(256, len(items) // (n_workers * 8)))
-    with ProcessPoolExecutor(max_workers=n_workers) as pool:
-        yield from tqdm(pool.map(fn, items, chunksize=chunk), **bar)
-
-
 def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: str) -> pd.DataFrame:
     given = {r["split"] for r in rows if r["split"]}
     # Folder splits are kept; a split with no folder is carved from train/ by hash.
@@ -223,7 +210,7 @@ def prepare_images(root: Path, prepare: PrepareParams) -> tuple[pd.DataFrame, li
             f"Put images in class sub-folders, {root}/<class>/<image>, or point data.path elsewhere"
         )
     todo = [(str(root), r["path"]) for r in rows if r["error"] is None]
-    facts = iter(_map_parallel(image_facts, todo, prepare.workers, "hashing images"))
+    facts = iter(map_files(image_facts, todo, prepare.workers, "hashing images"))
     for r in rows:
         r["id"] = r["path"]
         if r["error"] is None:

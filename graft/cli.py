@@ -1,0 +1,139 @@
+"""The `graft` command line: each stage a command, the same functions the flows call."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from graft import render
+
+# Quiet, offline defaults; a user's own setting wins.
+for _key, _value in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+                     "ORT_DISABLE_TELEMETRY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
+    os.environ.setdefault(_key, _value)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="graft: transfer learning with validation, gates, export and drift monitoring.")
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="override: KEY.PATH=VALUE")]
+
+
+def _fail(exc: BaseException) -> None:
+    from pipeline.errors import DataValidationError, GraftError
+
+    if _state["debug"]:
+        traceback.print_exc()
+    if isinstance(exc, GraftError):
+        console.print(f"[bold red]error:[/] {render.esc(str(exc))}")
+        if isinstance(exc, DataValidationError) and exc.report_path:
+            console.print(f"report: {exc.report_path}")
+        raise typer.Exit(2)
+    console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {render.esc(str(exc))}")
+    if not _state["debug"]:
+        console.print("run with --debug for the traceback")
+    raise typer.Exit(1)
+
+
+def _load(params: Path, overrides: list[str] | None):
+    from pipeline.params import load_params
+
+    return load_params(params, overrides)
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def prepare(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    data: Annotated[Path | None, typer.Option(help="raw data (default: data.path)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.prepare)")] = None,
+) -> None:
+    """Scan the raw data into a manifest (manifest.parquet, prepare.json)."""
+    from pipeline.prepare import run_prepare
+
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.prepare)
+        result = run_prepare(p, target, data)
+    except Exception as exc:
+        _fail(exc)
+    render.prepare_summary(out, result.summary(), target)
+
+
+@app.command()
+def validate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    manifest: Annotated[Path | None, typer.Option(help="prepare's folder (default: paths.prepare)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.validate)")] = None,
+) -> None:
+    """Run the Great Expectations suite; quarantine bad rows or stop with a report."""
+    from pipeline.errors import DataValidationError
+    from pipeline.validate import run_validate
+
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.validate_)
+        report = run_validate(p, manifest or Path(p.paths.prepare), target, params_file=params)
+    except DataValidationError as exc:
+        if exc.summary:
+            render.validation_summary(out, exc.summary, target)
+        _fail(exc)
+    except Exception as exc:
+        _fail(exc)
+    render.validation_summary(out, report.summary(), target)
+    if report.labels_inferred and params.exists():
+        out.print(f"froze the labels {report.labels} into {params} (validate.labels)")
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),
+    seed: int = 0,
+) -> None:
+    """Generate the demo datasets (images/ and tickets.csv), deterministically."""
+    from pipeline.demo_data import make_demo_data
+
+    try:
+        paths = make_demo_data(out_dir, seed=seed)
+    except Exception as exc:
+        _fail(exc)
+    for modality, path in paths.items():
+        out.print(f"{modality} demo data: {path}")
+
+
+@app.command()
+def demo() -> None:
+    """Run every stage that exists on both demo datasets and say what each did."""
+    from graft.demo import run_demo
+
+    try:
+        run_demo(out)
+    except Exception as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
