@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from pipeline.errors import ParamsError
 from pipeline.io import write_text_atomic
@@ -205,11 +206,20 @@ def freeze_labels(path: str | Path, labels: list[str]) -> None:
     path = Path(path)
     ry = YAML()
     ry.preserve_quotes = True
+    ry.width = 4096  # keep the user's line breaks
     doc = ry.load(path.read_text(encoding="utf-8")) if path.exists() else None
     if doc is None:
-        doc = {}
-    section = doc.setdefault("validate", {})
-    section["labels"] = list(labels)
+        doc = CommentedMap()
+    section = doc.setdefault("validate", CommentedMap())
+    old = section.get("labels")
+    if isinstance(old, CommentedSeq):
+        old.clear()
+        old.extend(labels)
+        old.fa.set_flow_style()
+    else:
+        seq = CommentedSeq(labels)
+        seq.fa.set_flow_style()
+        section["labels"] = seq
     buf = io.StringIO()
     ry.dump(doc, buf)
     write_text_atomic(path, buf.getvalue())

@@ -187,7 +187,7 @@ def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: s
     # Folder splits are kept; a split with no folder is carved from train/ by hash.
     carve = ("train", *[s for s in SPLITS if s not in given and s != "train"])
     for r in rows:
-        key = r["sha256"] or f"id:{r['id']}"
+        key = r.get("sha256") or f"id:{r['id']}"
         if r["split"] is None:
             r["split"], r["split_source"] = assign_split(key, prepare.seed, prepare.split), "hash"
         elif r["split"] == "train" and len(carve) > 1:
@@ -245,15 +245,15 @@ def read_text_table(path: Path, data: DataParams) -> pd.DataFrame:
                 frame.columns = names
         else:
             # surrogateescape keeps bad bytes so each bad row is named, not the whole file refused
-            errors = "surrogateescape" if data.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "strict"
-            text = path.read_bytes().decode(data.encoding, errors=errors)
+            utf8 = data.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+            enc = dict(encoding=data.encoding, encoding_errors="surrogateescape" if utf8 else "strict")
             if fmt == "jsonl":
-                frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+                frame = pd.read_json(path, lines=True, dtype=False, **enc)
             else:
                 frame = pd.read_csv(
-                    io.StringIO(text), sep="\t" if fmt == "tsv" else ",", header=header, names=names,
+                    path, sep="\t" if fmt == "tsv" else ",", header=header, names=names,
                     dtype=str, keep_default_na=False,
-                    quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+                    quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL, **enc,
                 )
     except (UnicodeDecodeError, LookupError) as exc:
         raise DataError(f"{path}: cannot decode with data.encoding={data.encoding!r} ({exc}); "

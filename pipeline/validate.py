@@ -85,7 +85,8 @@ def decode_check(args: tuple[str, str, int]) -> str | None:
             with Image.open(path) as im:
                 im.verify()
             with Image.open(path) as im:
-                im.draft("RGB", (side, side))  # JPEG decodes at reduced scale: cheap and complete
+                # a full load: JPEG's reduced-scale draft decoding does not notice truncation
+                im.load()
                 im.thumbnail((side, side))
     except Exception as exc:
         return (f"image does not decode ({type(exc).__name__}: {exc}); "
@@ -258,9 +259,13 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
         for label in short:
             n = int(counts_frame.set_index("label").at[label, split])
             folder = f" ({data_root}/{label} has no usable images)" if modality == "image" and n == 0 else ""
+            total = int(counts_frame.set_index("label").loc[label, list(SPLITS)].sum())
+            why = (f" (each example's split is drawn from its content hash, and {total} example(s) "
+                   f"drew {n} for {split}: add examples, give train/val/test folders, or raise "
+                   f"prepare.split.{split})") if total else ""
             failures.append(f"class '{label}' has {n} usable example(s) in {split}, below "
-                            f"validate.min_per_class.{split}={getattr(mins, split)}{folder}: add examples "
-                            "or lower the minimum")
+                            f"validate.min_per_class.{split}={getattr(mins, split)}{folder}{why}; "
+                            "add examples or lower the minimum")
         checks.append(_check(er, "dataset", f"{len(short)} class(es) short in {split}"))
 
     hashes = accepted[["sha256", "split"]].dropna().drop_duplicates()

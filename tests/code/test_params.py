@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import ParamsError
+from pipeline.params import freeze_labels, load_params, parse_params, save_resolved
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_and_repo_params_load():
+    p = parse_params({})
+    assert p.prepare.split.train == pytest.approx(0.7)
+    repo = load_params(REPO / "params.yaml")
+    assert repo.validate_.labels == ["circle", "square", "triangle"]
+    assert load_params(REPO / "examples/text/params.yaml").data.path == "data/raw/tickets.csv"
+
+
+def test_sections_are_frozen():
+    p = parse_params({})
+    with pytest.raises(Exception):
+        p.prepare.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"prepare": {"splt": {}}}, ["unknown key 'prepare.splt'", "Did you mean 'prepare.split'"]),
+        ({"bogus": 1}, ["unknown key 'bogus'", "data, prepare, validate, paths"]),
+        ({"validate": {"image": {"min_widht": 3}}}, ["validate.image.min_widht", "min_width"]),
+        ({"prepare": {"seed": "abc"}}, ["prepare.seed", "valid integer", "'abc'"]),
+        ({"prepare": {"split": {"train": "0.7"}}}, ["prepare.split.train", "valid number"]),
+        ({"validate": {"on_bad_rows": "skip"}}, ["validate.on_bad_rows", "'quarantine' or 'fail'"]),
+        ({"validate": {"labels": "cat"}}, ["validate.labels", "valid list"]),
+        ({"prepare": {"split": {"train": 0.8, "val": -0.1, "test": 0.3}}},
+         ["prepare.split.val", "greater than or equal to 0", "-0.1"]),
+        ({"prepare": {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}}, ["prepare.split", "sum to 1"]),
+        ({"data": {"header": False}}, ["data", "columns"]),
+        ([1, 2], ["top level must be a mapping"]),
+    ],
+)
+def test_bad_params_name_the_key(raw, expected):
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_load_params_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("prepare:\n  seed: [1\n")
+    with pytest.raises(ParamsError, match="p.yaml: not valid YAML"):
+        load_params(bad)
+    bad.write_text("prepare:\n  sede: 1\n")
+    with pytest.raises(ParamsError, match=r"p.yaml: unknown key 'prepare.sede'"):
+        load_params(bad)
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    p = load_params(tmp_path / "missing.yaml", ["prepare.seed=7", "validate.labels=[a, b]"])
+    assert p.prepare.seed == 7 and p.validate_.labels == ["a", "b"]
+    with pytest.raises(ParamsError, match="prepare.seed"):
+        load_params(tmp_path / "missing.yaml", ["prepare.seed=seven"])
+    with pytest.raises(ParamsError, match="KEY.PATH=VALUE"):
+        load_params(tmp_path / "missing.yaml", ["prepare.seed"])
+
+
+def test_save_resolved_writes_only_the_stage_sections(tmp_path):
+    p = parse_params({"prepare": {"seed": 3}})
+    path = save_resolved(p, tmp_path, "data", "prepare")
+    saved = yaml.safe_load(path.read_text())
+    assert set(saved) == {"data", "prepare"}
+    assert saved["prepare"]["seed"] == 3 and saved["prepare"]["split"]["test"] == pytest.approx(0.15)
+    assert parse_params(saved).prepare.seed == 3  # the saved section loads back
+
+
+def test_freeze_labels_keeps_comments_and_layout(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("# top comment\nvalidate:\n  labels: []  # inferred\n  min_per_class:\n    train: 2\n")
+    freeze_labels(path, ["cat", "dog"])
+    text = path.read_text()
+    assert "# top comment" in text and "# inferred" in text and "labels: [cat, dog]" in text
+    assert load_params(path).validate_.labels == ["cat", "dog"]
+    assert load_params(path).validate_.min_per_class.train == 2
