@@ -34,11 +34,11 @@ def _fail(exc: BaseException) -> None:
     if _state["debug"]:
         traceback.print_exc()
     if isinstance(exc, GraftError):
-        console.print(f"[bold red]error:[/] {render.esc(str(exc))}")
+        console.print(f"[bold red]error:[/] {render.esc(str(exc))}", soft_wrap=True)
         if isinstance(exc, DataValidationError) and exc.report_path:
             console.print(f"report: {exc.report_path}")
         raise typer.Exit(2)
-    console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {render.esc(str(exc))}")
+    console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {render.esc(str(exc))}", soft_wrap=True)
     if not _state["debug"]:
         console.print("run with --debug for the traceback")
     raise typer.Exit(1)

@@ -53,9 +53,9 @@ def validation_summary(console: Console, s: dict[str, Any], out_dir: Path) -> No
             table.add_row(c["level"], c["severity"], escape(c["name"]), str(c["unexpected"]), escape(c["detail"]))
         console.print(table)
     for w in s["warnings"]:
-        console.print(f"[yellow]warning:[/] {escape(w)}")
+        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     for f in s["failures"]:
-        console.print(f"[red]failure:[/] {escape(f)}")
+        console.print(f"[red]failure:[/] {escape(f)}", soft_wrap=True)
     if s["quarantined"]:
         console.print(f"quarantined rows and reasons: {out_dir / 'quarantine.csv'}")
     console.print(f"report: {out_dir / 'report.html'}")

@@ -13,7 +13,6 @@ import io
 import os
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,7 +292,7 @@ def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[
         raise DataError(f"{path} has no data rows; add rows of {data.text_column},{data.label_column}")
     texts, labels = frame[data.text_column].tolist(), frame[data.label_column].tolist()
     rows = [_text_row(i + 1, t, lbl) for i, (t, lbl) in
-            enumerate(tqdm(zip(texts, labels), total=len(texts), desc="hashing rows", disable=None, leave=False))]
+            enumerate(tqdm(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", disable=None, leave=False))]
     manifest = _finish_rows(rows, prepare, "text")
     classes = sorted({r["label"] for r in rows if r["label"]})
     return manifest, classes

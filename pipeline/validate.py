@@ -179,7 +179,7 @@ def _trim(raw: dict[str, Any]) -> dict[str, Any]:
         for key in ("unexpected_index_list", "unexpected_list", "partial_unexpected_list",
                     "partial_unexpected_index_list", "partial_unexpected_counts", "unexpected_index_query"):
             if isinstance(res.get(key), list) and len(res[key]) > _KEEP_INDEX_ENTRIES:
-                res[key] = res[key][:_KEEP_INDEX_ENTRIES] + [f"... {len(res[key]) - _KEEP_INDEX_ENTRIES} more"]
+                res[key] = [*res[key][:_KEEP_INDEX_ENTRIES], f"... {len(res[key]) - _KEEP_INDEX_ENTRIES} more"]
     return json.loads(json.dumps(raw, default=str))
 
 
@@ -226,7 +226,7 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     row_exps = _row_expectations(modality, labels, v)
     reasons: dict[str, list[str]] = {}
     by_id = frame.set_index("id", drop=False)
-    for (exp, why), er in zip(row_exps, suites.run("rows", frame, [e for e, _ in row_exps], "id")):
+    for (_exp, why), er in zip(row_exps, suites.run("rows", frame, [e for e, _ in row_exps], "id"), strict=True):
         bad = _failed_keys(er, "id")
         for rid in bad:
             reasons.setdefault(rid, []).append(str(why(by_id.loc[rid])))
@@ -254,7 +254,7 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     if not class_results[0].success:
         failures.append(f"only {len(labels)} class(es) {labels}: classification needs at least 2")
     checks.append(_check(class_results[0], "dataset", f"{len(labels)} classes"))
-    for split, er in zip(SPLITS, class_results[1:]):
+    for split, er in zip(SPLITS, class_results[1:], strict=True):
         short = _failed_keys(er, "label")
         for label in short:
             n = int(counts_frame.set_index("label").at[label, split])

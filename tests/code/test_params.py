@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pipeline.errors import ParamsError
 from pipeline.params import freeze_labels, load_params, parse_params, save_resolved
@@ -19,7 +20,7 @@ def test_defaults_and_repo_params_load():
 
 def test_sections_are_frozen():
     p = parse_params({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         p.prepare.seed = 3  # type: ignore[misc]
 
 
@@ -50,7 +51,7 @@ def test_bad_params_name_the_key(raw, expected):
 def test_load_params_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("prepare:\n  seed: [1\n")
-    with pytest.raises(ParamsError, match="p.yaml: not valid YAML"):
+    with pytest.raises(ParamsError, match=r"p\.yaml: not valid YAML"):
         load_params(bad)
     bad.write_text("prepare:\n  sede: 1\n")
     with pytest.raises(ParamsError, match=r"p.yaml: unknown key 'prepare.sede'"):
@@ -60,9 +61,9 @@ def test_load_params_file_errors_name_the_file(tmp_path):
 def test_overrides_are_typed_and_checked(tmp_path):
     p = load_params(tmp_path / "missing.yaml", ["prepare.seed=7", "validate.labels=[a, b]"])
     assert p.prepare.seed == 7 and p.validate_.labels == ["a", "b"]
-    with pytest.raises(ParamsError, match="prepare.seed"):
+    with pytest.raises(ParamsError, match=r"prepare\.seed"):
         load_params(tmp_path / "missing.yaml", ["prepare.seed=seven"])
-    with pytest.raises(ParamsError, match="KEY.PATH=VALUE"):
+    with pytest.raises(ParamsError, match=r"KEY\.PATH=VALUE"):
         load_params(tmp_path / "missing.yaml", ["prepare.seed"])
 
 

@@ -146,7 +146,7 @@ def test_csv_without_the_label_column(tmp_path):
 def test_unknown_text_extension_asks_for_the_format(tmp_path):
     path = tmp_path / "data.txt"
     path.write_text("a\tb\n")
-    with pytest.raises(DataError, match="set data.format"):
+    with pytest.raises(DataError, match=r"set data\.format"):
         _prep(path)
 
 

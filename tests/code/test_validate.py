@@ -22,7 +22,7 @@ def _stage(tmp_path, data_path, params_file=None, **sections):
 
 def _quarantined(tmp_path):
     q = pd.read_csv(tmp_path / "val" / "quarantine.csv")
-    return dict(zip(q["id"], q["reason"]))
+    return dict(zip(q["id"], q["reason"], strict=True))
 
 
 def test_image_happy_path_writes_all_outputs(image_tree, tmp_path):
@@ -187,7 +187,7 @@ def test_too_many_bad_rows_stop_the_run(tmp_path, image_tree):
     root = image_tree({"cat": 30, "dog": 30})
     for i in range(20):
         (root / "dog" / f"bad{i}.png").write_text("nope")
-    with pytest.raises(DataValidationError, match="above validate.max_bad_fraction"):
+    with pytest.raises(DataValidationError, match=r"above validate\.max_bad_fraction"):
         _stage(tmp_path, root)
 
 

@@ -1,0 +1,35 @@
+# graft: `make demo` sets up and runs the end-to-end demo; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.graft-installed
+
+# Quiet and offline: no telemetry, no hub look-ups that cannot succeed.
+export HF_HUB_OFFLINE ?= 1
+export DO_NOT_TRACK ?= 1
+export DVC_NO_ANALYTICS ?= 1
+export ORT_DISABLE_TELEMETRY ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/graft demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

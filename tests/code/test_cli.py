@@ -1,0 +1,83 @@
+"""The CLI as a user meets it: exit codes, messages that name the file or key, no tracebacks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graft.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def _params(tmp_path, body: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(body)
+    return path
+
+
+def _run(*args, cwd=None):
+    result = runner.invoke(app, list(map(str, args)), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_prepare_and_validate_from_a_params_file(tmp_path, image_tree):
+    root = image_tree({"cat": 30, "dog": 30})
+    p = _params(tmp_path, f"data:\n  path: {root}\npaths:\n  prepare: {tmp_path}/prep\n  validate: {tmp_path}/val\n")
+    code, out = _run("prepare", "--params", p)
+    assert code == 0 and "prepare: 60 image examples" in out and (tmp_path / "prep/manifest.parquet").exists()
+    code, out = _run("validate", "--params", p)
+    assert code == 0 and "PASSED" in out and "froze the labels ['cat', 'dog']" in out
+    assert "labels: [cat, dog]" in p.read_text()
+
+
+def test_bad_params_key_exits_2_naming_the_key(tmp_path):
+    p = _params(tmp_path, "prepare:\n  sead: 1\n")
+    code, out = _run("prepare", "--params", p)
+    assert code == 2 and "unknown key 'prepare.sead'" in out and "Traceback" not in out
+
+
+def test_missing_data_exits_2(tmp_path):
+    p = _params(tmp_path, f"data:\n  path: {tmp_path}/nowhere\n")
+    code, out = _run("prepare", "--params", p, "--out", tmp_path / "o")
+    assert code == 2 and "does not exist" in out and "nowhere" in out
+
+
+def test_validation_failure_prints_the_summary_and_report(tmp_path, image_tree):
+    root = image_tree({"cat": 30, "dog": 30})
+    (root / "bird").mkdir()
+    p = _params(tmp_path, f"data:\n  path: {root}\npaths:\n  prepare: {tmp_path}/prep\n  validate: {tmp_path}/val\n")
+    assert _run("prepare", "--params", p)[0] == 0
+    code, out = _run("validate", "--params", p)
+    assert code == 2 and "FAILED" in out and "class 'bird' has 0" in out and "report.html" in out
+
+
+def test_set_overrides_a_value_for_one_run(tmp_path, text_csv):
+    data = text_csv()
+    code, out = _run("prepare", "--params", tmp_path / "none.yaml", "--set", f"data.path={data}",
+                     "--out", tmp_path / "o")
+    assert code == 0 and "40 text examples" in out
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_real_process_hides_tracebacks_unless_debug(tmp_path, debug):
+    p = _params(tmp_path, "prepare:\n  split: {train: 0.8, val: -0.1, test: 0.3}\n")
+    cmd = [sys.executable, "-m", "graft.cli", *(["--debug"] if debug else []), "prepare", "--params", str(p)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert proc.returncode == 2
+    assert "prepare.split.val" in proc.stderr and "greater than or equal to 0" in proc.stderr
+    assert ("Traceback" in proc.stderr) is debug
+
+
+def test_demo_data_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert _run("demo-data", "--out", tmp_path / name)[0] == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 181  # 3 x 60 images and the CSV
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()

@@ -1,0 +1,43 @@
+"""dvc.yaml as a user runs it: `dvc repro` in a fresh git repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sh(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def test_dvc_repro_runs_prepare_and_validate_and_locks_the_data(tmp_path, image_tree):
+    work = tmp_path / "proj"
+    work.mkdir()
+    shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    image_tree({"circle": 30, "square": 30, "triangle": 30}, root=work / params["data"]["path"])
+    dvc = [sys.executable, "-m", "dvc"]
+    _sh(["git", "init", "-q"], work)
+    _sh([*dvc, "init", "-q"], work)
+    _sh([*dvc, "add", "-q", "data/raw"], work)
+    out = _sh([*dvc, "repro", "validate"], work)
+    assert "Running stage 'prepare'" in out and "Running stage 'validate'" in out
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    data_dep = next(d for d in lock["stages"]["prepare"]["deps"] if d["path"] == params["data"]["path"])
+    assert data_dep["md5"].endswith(".dir") and data_dep["nfiles"] == 90
+    assert (work / params["paths"]["validate"] / "manifest.parquet").exists()
+    assert "didn't change, skipping" in _sh([*dvc, "repro", "validate"], work)
+    shutil.copy(work / "data/raw/images/circle/circle_00001.png", work / "data/raw/images/circle/new.png")
+    assert "Running stage 'prepare'" in _sh([*dvc, "repro", "validate"], work)  # new data, new run
