@@ -171,3 +171,15 @@ def test_files_outside_class_folders_are_flagged(image_tree):
     shutil.copy(root / "cat" / "cat_00001.png", root / "stray.png")
     m = _prep(root).manifest
     assert "not inside a class folder" in m.set_index("path").at["stray.png", "error"]
+
+
+def test_a_failed_prepare_leaves_the_previous_manifest(tmp_path, text_csv):
+    good = text_csv()
+    out = tmp_path / "out"
+    run_prepare(parse_params({}), out, good)
+    before = (out / "manifest.parquet").read_bytes(), (out / "prepare.json").read_bytes()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("body,label\nhello,a\n")
+    with pytest.raises(DataError, match="no column 'text'"):
+        run_prepare(parse_params({}), out, bad)
+    assert ((out / "manifest.parquet").read_bytes(), (out / "prepare.json").read_bytes()) == before
