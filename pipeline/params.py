@@ -146,8 +146,9 @@ def _describe(err: dict[str, Any], source: str) -> str:
             f"Known keys here: {', '.join(known)}."
         )
     got = err.get("input")
-    got_text = "" if isinstance(got, dict) else f" (got {got!r}, a {type(got).__name__})"
-    return f"{source}: {dotted}: {err['msg']}{got_text}."
+    got_text = "" if isinstance(got, dict) else f" (got {got!r} of type {type(got).__name__})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: {dotted}: {msg}{got_text}."
 
 
 def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Params:
