@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic(target: Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -27,7 +27,7 @@ def _atomic(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:
-    return _atomic(Path(target), lambda p: p.write_text(text, encoding="utf-8"))
+    return write_atomic(Path(target), lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(target: str | Path, data: Any) -> Path:
@@ -36,4 +36,4 @@ def write_json_atomic(target: str | Path, data: Any) -> Path:
 
 def write_parquet_atomic(target: str | Path, frame: Any) -> Path:
     """Write a pandas DataFrame as Parquet via a temp file and rename."""
-    return _atomic(Path(target), lambda p: frame.to_parquet(p, index=False))
+    return write_atomic(Path(target), lambda p: frame.to_parquet(p, index=False))

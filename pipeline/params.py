@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,17 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from pipeline.errors import ParamsError
 from pipeline.io import write_text_atomic
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: `1e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class Section(BaseModel):
@@ -100,9 +112,70 @@ class ValidateParams(Section):
     text: TextChecks = Field(default_factory=TextChecks)
 
 
+class Candidate(Section):
+    name: str
+    weights: str | None = Field(None, description="file, folder or package:<module>; none = hub cache")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+Strategy = Literal["linear_probe", "partial", "full", "gradual_unfreeze", "lora"]
+
+
+class SelectParams(Section):
+    candidates: list[Candidate] = Field(default_factory=list)
+    sample_per_class: int = Field(200, ge=2, description="training examples per class for the probe")
+    cv_folds: int = Field(5, ge=2)
+    max_latency_ms: float = Field(0.0, ge=0.0, description="CPU batch-1 budget; 0 = none")
+    max_params: int = Field(0, ge=0, description="parameter budget; 0 = none")
+    latency_runs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    strategy: Literal["auto", "linear_probe", "partial", "full", "gradual_unfreeze", "lora"] = "auto"
+    small_data_per_class: int = Field(100, ge=1, description="below this, data counts as small")
+    good_probe_f1: float = Field(0.9, ge=0.0, le=1.0, description="a probe this good needs little tuning")
+    lora_min_params: int = Field(100_000_000, ge=0, description="transformers this large use LoRA")
+
+
+class LoraParams(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainParams(Section):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = 0
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0.0, description="learning rate of the top backbone group")
+    head_lr: float = Field(1e-3, gt=0.0)
+    layer_decay: float = Field(0.75, gt=0.0, le=1.0, description="lr multiplier per group going down")
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 = off")
+    patience: int = Field(3, ge=1, description="epochs without a better val macro-F1 before stopping")
+    class_weighting: bool = True
+    partial_groups: int = Field(2, ge=1, description="top layer groups trained by `partial`")
+    unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs per newly unfrozen group")
+    augment: bool = True
+    mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
+    cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")
+    probe_epochs: int = Field(200, ge=1, description="head epochs on cached features")
+    max_length: int = Field(128, ge=8, description="text: tokens per example")
+    workers: int = Field(0, ge=0, description="data-loading processes")
+    lora: LoraParams = Field(default_factory=LoraParams)
+
+
 class PathsParams(Section):
     prepare: str = "outputs/prepare"
     validate_: str = Field("outputs/validate", alias="validate")
+    select: str = "outputs/select"
+    train: str = "outputs/train"
+    cache: str = Field("cache", description="embedding cache, reused across runs")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
@@ -111,6 +184,8 @@ class Params(Section):
     data: DataParams = Field(default_factory=DataParams)
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    select: SelectParams = Field(default_factory=SelectParams)
+    train: TrainParams = Field(default_factory=TrainParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
@@ -170,7 +245,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     raw: Any = {}
     if path.exists():
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     for item in overrides or []:
@@ -183,7 +258,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParamsError(f"--set {item!r}: '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = yaml.load(value, Loader=_Loader)
     return parse_params(raw, source=str(path))
 
 
