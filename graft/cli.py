@@ -100,6 +100,53 @@ def validate(
         out.print(f"froze the labels {report.labels} into {params} (validate.labels)")
 
 
+@app.command()
+def select(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    validated: Annotated[Path | None, typer.Option(help="validate's folder (default: paths.validate)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.select)")] = None,
+) -> None:
+    """Score the candidates with a probe on frozen features; choose a model and a strategy."""
+    from pipeline.select import run_select
+
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.select)
+        result = run_select(p, validated or Path(p.paths.validate_), target)
+    except Exception as exc:
+        _fail(exc)
+    render.leaderboard(out, result, target)
+
+
+@app.command()
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    validated: Annotated[Path | None, typer.Option(help="validate's folder (default: paths.validate)")] = None,
+    selected: Annotated[Path | None, typer.Option(help="select's folder (default: paths.select)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.train)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last epoch checkpoint")] = False,
+) -> None:
+    """Fine-tune the selected model with the selected strategy."""
+    from graft.tracking import DvcLiveLog
+    from pipeline.train import run_train
+
+    log = None
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.train)
+        log = DvcLiveLog(target / "live", resume=resume)
+        result = run_train(p, validated or Path(p.paths.validate_), selected or Path(p.paths.select),
+                           target, resume=resume, log=lambda e, row: (render.epoch(out, row), log(e, row)))
+    except Exception as exc:
+        _fail(exc)
+    finally:
+        if log is not None:
+            log.close()
+    render.train_summary(out, result)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

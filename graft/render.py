@@ -59,3 +59,45 @@ def validation_summary(console: Console, s: dict[str, Any], out_dir: Path) -> No
     if s["quarantined"]:
         console.print(f"quarantined rows and reasons: {out_dir / 'quarantine.csv'}")
     console.print(f"report: {out_dir / 'report.html'}")
+
+
+def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
+    table = Table(title_justify="left")
+    for col in ("#", "candidate", "status", "probe macro-F1", "probe acc", "params (M)", "MB", "ms (b1)"):
+        table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
+    for i, s in enumerate(result.scores, 1):
+        status = s.status if s.status == "ok" else f"[yellow]{s.status}[/]"
+        f1 = "-" if s.probe_macro_f1 != s.probe_macro_f1 else f"{s.probe_macro_f1:.3f}±{s.probe_macro_f1_std:.3f}"
+        acc = "-" if s.probe_accuracy != s.probe_accuracy else f"{s.probe_accuracy:.3f}"
+        ms = "-" if s.latency_ms != s.latency_ms else f"{s.latency_ms:.1f}"
+        table.add_row(str(i), escape(s.name), status, f1, acc, f"{s.params / 1e6:.2f}", f"{s.size_mb:.1f}", ms)
+    console.print(f"select: {len(result.scores)} candidate(s), probe on {result.sample_size} training examples")
+    console.print(table)
+    for s in result.scores:
+        if s.reason:
+            console.print(f"[yellow]{escape(s.name)}:[/] {escape(s.reason)}", soft_wrap=True)
+    console.print(f"chosen: [bold]{escape(result.chosen.name)}[/], strategy [bold]{result.strategy}[/]")
+    for reason in result.reasons:
+        console.print(f"  - {escape(reason)}", soft_wrap=True)
+    console.print(f"leaderboard: {out_dir / 'leaderboard.md'}")
+
+
+def epoch(console: Console, row: dict[str, Any]) -> None:
+    groups = f"  groups {int(row['trainable_groups'])}" if "trainable_groups" in row else ""
+    console.print(f"epoch {int(row['epoch']) + 1:3d}  train loss {row['train_loss']:.4f}  "
+                  f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
+                  f"val macro-F1 {row['val_macro_f1']:.4f}{groups}", highlight=False)
+
+
+def train_summary(console: Console, r: Any) -> None:
+    console.print(f"train: strategy [bold]{r.strategy}[/], best epoch {r.best_epoch + 1} of {r.epochs_run} "
+                  f"({r.seconds:.0f} s)")
+    table = Table()
+    for col in ("split", "macro-F1", "accuracy", "loss"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    table.add_row("frozen probe (val)", f"{r.probe_val['macro_f1']:.4f}", f"{r.probe_val['accuracy']:.4f}",
+                  f"{r.probe_val['loss']:.4f}")
+    for name, m in (("val", r.val), ("test", r.test)):
+        table.add_row(name, f"{m['macro_f1']:.4f}", f"{m['accuracy']:.4f}", f"{m['loss']:.4f}")
+    console.print(table)
+    console.print(f"model: {r.model_dir}")

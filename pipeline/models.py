@@ -83,7 +83,7 @@ class Backbone:
         h = hashlib.sha256(json.dumps([self.name, self.preprocess], sort_keys=True).encode())
         for key, tensor in sorted(self.module.state_dict().items()):
             h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:24]
 
     def layer_groups(self) -> list[list[str]]:
@@ -100,13 +100,22 @@ class Backbone:
 
 
 def _transformer_groups(module: nn.Module) -> list[list[str]]:
+    """Embeddings, then one group per layer; anything after the layers (a pooler, a final
+    norm) joins the top layer's group rather than forming a group that may not even be used."""
     layer = re.compile(r"\.(?:layer|layers|block|h)\.(\d+)\.")
     found: dict[int, list[str]] = {}
+    rest: list[str] = []
     for name, _ in module.named_parameters():
         m = layer.search(name)
-        idx = int(m.group(1)) + 1 if m else (0 if "embed" in name else 10_000)
-        found.setdefault(idx, []).append(name)
-    return [found[k] for k in sorted(found)]
+        if m:
+            found.setdefault(int(m.group(1)) + 1, []).append(name)
+        elif "embed" in name:
+            found.setdefault(0, []).append(name)
+        else:
+            rest.append(name)
+    groups = [found[k] for k in sorted(found)]
+    groups[-1].extend(rest)
+    return groups
 
 
 # ---------------------------------------------------------------- sources

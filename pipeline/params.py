@@ -161,6 +161,8 @@ class TrainParams(Section):
     class_weighting: bool = True
     partial_groups: int = Field(2, ge=1, description="top layer groups trained by `partial`")
     unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs per newly unfrozen group")
+    batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="frozen: BatchNorm keeps its pretrained statistics (small batches drag them)")
     augment: bool = True
     mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")

@@ -78,3 +78,107 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
+
+
+# ---------------------------------------------------------------- tiny "pretrained" models
+
+TEXT_WORDS = ("free prize win cash claim call now urgent offer winner txt reply stop "
+              "hello meeting lunch tomorrow see you later home love thanks ok sorry dinner").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_timm_dir(tmp_path_factory) -> Path:
+    """timm's test_efficientnet saved as a local model folder with a 32-pixel input config."""
+    import json
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_timm")
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=10)
+    # Like real pretrained weights, the BatchNorm running statistics match the activations.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(20):
+            model(torch.rand(16, 3, 32, 32) * 2 - 1)
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "test_efficientnet", "num_classes": 10, "num_features": model.num_features,
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0,
+                           "interpolation": "bilinear", "num_classes": 10, "classifier": "classifier",
+                           "first_conv": "conv_stem"}}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory) -> Path:
+    import json
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_vit")
+    model = timm.create_model("test_vit", pretrained=False, num_classes=10, img_size=32, patch_size=8)
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "test_vit", "num_classes": 10, "num_features": model.num_features,
+        "model_args": {"img_size": 32, "patch_size": 8},
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0,
+                           "interpolation": "bilinear", "num_classes": 10, "classifier": "head"}}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with a word-level vocabulary, saved with save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TEXT_WORDS]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    assert "[UNK]" not in tok.tokenize(" ".join(TEXT_WORDS))
+    cfg = BertConfig(vocab_size=5 + len(TEXT_WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def colour_images(root: Path, per_class: int = 24) -> Path:
+    """Two learnable classes: reddish and bluish noisy squares."""
+    import random
+
+    rng = random.Random(0)
+    for label, base in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        for i in range(per_class):
+            img = Image.new("RGB", (32, 32), tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in base))
+            for _ in range(40):
+                img.putpixel((rng.randrange(32), rng.randrange(32)), tuple(rng.randrange(256) for _ in range(3)))
+            (root / label).mkdir(parents=True, exist_ok=True)
+            img.save(root / label / f"{i:03d}.png")
+    return root
+
+
+def spam_texts(path: Path, per_class: int = 40) -> Path:
+    """Two learnable classes of short messages over the tiny vocabulary."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    spam, ham = TEXT_WORDS[:13], TEXT_WORDS[13:]
+    rows = [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
+            for label, words in (("spam", spam), ("ham", ham)) for _ in range(per_class)]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path

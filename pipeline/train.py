@@ -1,0 +1,349 @@
+"""train: fine-tune the selected backbone with the selected strategy.
+
+Every strategy starts from a linear probe fitted on cached frozen features (LP-FT): the head
+begins where the frozen features already lead, so tuning the backbone does not start by
+undoing a random head. `linear_probe` stops there; the others then train backbone groups
+(`partial`, `full`, `gradual_unfreeze`) or LoRA adapters (`lora`) with AdamW, warm-up and
+cosine decay, label smoothing, class weights, gradient clipping and early stopping on
+validation macro-F1. Each epoch is seeded from (seed, epoch) and checkpointed, so `resume`
+continues a killed run to the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipeline.data import make_loader, resolve_device
+from pipeline.errors import GraftError
+from pipeline.features import embed_frame
+from pipeline.io import write_atomic, write_json_atomic
+from pipeline.metrics import better, classification_metrics, predict_logits
+from pipeline.models import Backbone, Classifier, load_backbone, save_backbone_config
+from pipeline.optim import apply_freeze, build_optimizer, build_scheduler
+from pipeline.params import Params, TrainParams, save_resolved
+
+EpochLog = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    strategy: str
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    val: dict[str, float]
+    test: dict[str, float]
+    probe_val: dict[str, float]
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def class_weights(y: np.ndarray, n: int) -> torch.Tensor:
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    return torch.tensor(len(y) / (n * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Label-smoothed cross-entropy with each example weighted by its true class.
+
+    nn.CrossEntropyLoss(weight=w, label_smoothing=e) also weights the smoothing term by every
+    class's weight, which pulls majority-class examples towards the minority class; measured
+    here it cut a linear probe's validation macro-F1 from 0.94 to 0.74 on SMS spam.
+    """
+
+    def __init__(self, weight: torch.Tensor | None, label_smoothing: float):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ce = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = self.ce(logits, y)
+        if self.weight is None:
+            return losses.mean()
+        w = self.weight[y]
+        return (losses * w).sum() / w.sum()
+
+
+# ---------------------------------------------------------------- linear probe on cached features
+
+
+def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, n: int,
+                   tp: TrainParams, log: EpochLog | None = None) -> tuple[nn.Linear, list[dict[str, float]], dict[str, float]]:
+    """Train a linear head on cached features; centring and scaling are folded into its weights.
+
+    One global scale, not one per dimension: a near-constant feature would otherwise get a huge
+    folded weight that explodes as soon as fine-tuning moves the backbone.
+    """
+    torch.manual_seed(tp.seed)
+    mu = xtr.mean(0)
+    sd = np.full(xtr.shape[1], float((xtr - mu).std()) + 1e-8, dtype=np.float64)
+    xt = torch.from_numpy((xtr - mu) / sd).float()
+    xv = torch.from_numpy((xva - mu) / sd).float()
+    yt = torch.from_numpy(ytr).long()
+    head = nn.Linear(xtr.shape[1], n)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.AdamW(head.parameters(), lr=tp.head_lr, weight_decay=tp.weight_decay)
+    loss_fn = WeightedCrossEntropy(class_weights(ytr, n) if tp.class_weighting else None, tp.label_smoothing)
+    gen = torch.Generator().manual_seed(tp.seed)
+    batch = tp.batch_size
+    best, best_state, history, stale = None, None, [], 0
+    for epoch in range(tp.probe_epochs):
+        head.train()
+        total = 0.0
+        for idx in torch.randperm(len(yt), generator=gen).split(batch):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(head(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        with torch.no_grad():
+            val = classification_metrics(yva, head(xv).numpy(), n)
+        row = {"epoch": epoch, "train_loss": total / len(yt), **{f"val_{k}": v for k, v in val.items()}}
+        history.append(row)
+        if log:
+            log(epoch, row)
+        if better(val, best):
+            best, best_state, stale = val, {k: v.clone() for k, v in head.state_dict().items()}, 0
+        else:
+            stale += 1
+            if stale >= max(tp.patience * 10, 20):
+                break
+    head.load_state_dict(best_state)
+    with torch.no_grad():  # fold (x - mu) / sd into the weights: the head then reads raw features
+        w = head.weight / torch.from_numpy(sd).float()
+        head.bias -= w @ torch.from_numpy(mu).float()
+        head.weight.copy_(w)
+    return head, history, best
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def _wrap_lora(clf: Classifier, backbone: Backbone, tp: TrainParams) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.split(".")[-1] for n, m in clf.backbone.named_modules() if isinstance(m, nn.Linear)}
+    targets = sorted(names & {"query", "value", "q_lin", "v_lin", "q_proj", "v_proj", "qkv"})
+    if not targets:
+        raise GraftError(f"LoRA: no attention projections (query/value/qkv) found in {backbone.name}; "
+                         "choose another strategy (select.strategy)")
+    cfg = LoraConfig(r=tp.lora.r, lora_alpha=tp.lora.alpha, lora_dropout=tp.lora.dropout,
+                     target_modules=targets)
+    if backbone.modality == "text":
+        clf.backbone.encoder = get_peft_model(clf.backbone.encoder, cfg)
+    else:
+        clf.backbone = get_peft_model(clf.backbone, cfg)
+
+
+def _unwrap_lora(clf: Classifier, backbone: Backbone) -> None:
+    if backbone.modality == "text":
+        clf.backbone.encoder = clf.backbone.encoder.merge_and_unload()
+    else:
+        clf.backbone = clf.backbone.merge_and_unload()
+
+
+def _ckpt_paths(out: Path) -> tuple[Path, Path]:
+    return out / "checkpoints" / "last.safetensors", out / "checkpoints" / "last_state.pt"
+
+
+def _save_checkpoint(out: Path, clf: Classifier, state: dict[str, Any]) -> None:
+    weights, meta = _ckpt_paths(out)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
+    write_atomic(weights, lambda p: save_file(tensors, str(p)))
+    write_atomic(meta, lambda p: torch.save(state, p))
+
+
+def _train_epoch(clf: Classifier, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: nn.Module,
+                 tp: TrainParams, device: torch.device, step: int, desc: str, mixup: Any) -> tuple[float, int]:
+    total, seen = 0.0, 0
+    amp = device.type == "cuda"
+    bar = tqdm(loader, desc=desc, unit="batch", disable=None, leave=False)
+    for inputs, y in bar:
+        inputs = tuple(t.to(device, non_blocking=True) for t in inputs)
+        y = y.to(device)
+        if mixup is not None:
+            x, y = mixup(inputs[0], y)
+            inputs = (x,)
+        if amp and inputs[0].ndim == 4:
+            inputs = (inputs[0].contiguous(memory_format=torch.channels_last),)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(clf(*inputs).float(), y)
+        loss.backward()
+        if tp.grad_clip:
+            nn.utils.clip_grad_norm_([p for p in clf.parameters() if p.grad is not None], tp.grad_clip)
+        opt.step()
+        step += 1
+        sched.step_update(step)
+        total += loss.item() * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1), step
+
+
+def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
+              targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
+              resume: bool, log: EpochLog | None) -> tuple[list[dict[str, float]], dict[str, float], int]:
+    device = resolve_device(tp.device)
+    lora = strategy == "lora"
+    if lora:
+        _wrap_lora(clf, backbone, tp)
+    clf.to(device)
+    if device.type == "cuda" and backbone.modality == "image":
+        clf.to(memory_format=torch.channels_last)
+    ytr = np.array(targets["train"])
+    weight = class_weights(ytr, n).to(device) if tp.class_weighting else None
+    mixup = None
+    if backbone.modality == "image" and (tp.mixup or tp.cutmix):
+        from timm.data import Mixup
+        from timm.loss import SoftTargetCrossEntropy
+
+        mixup = Mixup(mixup_alpha=tp.mixup, cutmix_alpha=tp.cutmix, label_smoothing=tp.label_smoothing,
+                      num_classes=n)
+        loss_fn: nn.Module = SoftTargetCrossEntropy()
+    else:
+        loss_fn = WeightedCrossEntropy(weight, tp.label_smoothing).to(device)
+    gen = torch.Generator()
+    train_loader = make_loader(backbone, frames["train"], targets["train"], root, batch_size=tp.batch_size,
+                               train=True, augment=tp.augment, generator=gen, workers=tp.workers)
+    val_loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size,
+                             workers=tp.workers)
+    opt = build_optimizer(clf, backbone, tp, lora)
+    sched = build_scheduler(opt, tp, len(train_loader))
+    state: dict[str, Any] = {"epoch": -1, "step": 0, "best": None, "best_epoch": -1, "stale": 0, "history": []}
+    weights_path, state_path = _ckpt_paths(out)
+    best_path = out / "checkpoints" / "best.safetensors"
+    if resume and state_path.exists():
+        clf.load_state_dict(load_file(str(weights_path), device=str(device)))
+        saved = torch.load(state_path, map_location=device, weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        state = saved["progress"]
+        sched.step_update(state["step"])
+    for epoch in range(state["epoch"] + 1, tp.epochs):
+        if state["stale"] >= tp.patience:
+            break
+        seed_everything(tp.seed * 1_000_003 + epoch)  # augmentation, dropout and shuffling per epoch
+        gen.manual_seed(tp.seed * 1_000_003 + epoch)
+        k = apply_freeze(clf, backbone, strategy, epoch, tp)
+        train_loss, state["step"] = _train_epoch(clf, train_loader, opt, sched, loss_fn, tp, device,
+                                                 state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup)
+        logits, yv = predict_logits(clf, val_loader, device, amp=device.type == "cuda")
+        val = classification_metrics(yv, logits, n)
+        row = {"epoch": epoch, "train_loss": train_loss, "trainable_groups": k,
+               "lr": opt.param_groups[-1]["lr"] / opt.param_groups[-1].get("lr_scale", 1.0),
+               **{f"val_{m}": v for m, v in val.items()}}
+        state["history"].append(row)
+        if log:
+            log(epoch, row)
+        if better(val, state["best"]):
+            state.update(best=val, best_epoch=epoch, stale=0)
+            tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
+            write_atomic(best_path, lambda p, t=tensors: save_file(t, str(p)))
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch
+        _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "progress": state})
+    clf.load_state_dict(load_file(str(best_path), device=str(device)))
+    if lora:
+        _unwrap_lora(clf, backbone)
+    return state["history"], state["best"], state["best_epoch"]
+
+
+# ---------------------------------------------------------------- stage
+
+
+def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision: dict[str, Any],
+                params: Params, out: Path, resume: bool = False, log: EpochLog | None = None) -> TrainResult:
+    """Core: train on the manifest's train split, select on val, report val and test metrics."""
+    start = time.perf_counter()
+    tp = params.train
+    seed_everything(tp.seed)
+    chosen = decision["chosen"]
+    strategy = decision["strategy"]
+    backbone = load_backbone(chosen["name"], chosen["weights"], str(manifest["modality"].iloc[0]),
+                             max_length=tp.max_length)
+    index = {lbl: i for i, lbl in enumerate(labels)}
+    frames = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    for split, frame in frames.items():
+        if frame.empty:
+            raise GraftError(f"the {split} split is empty; validate should have stopped this run "
+                             "(check validate.min_per_class)")
+    targets = {s: f["label"].map(index).astype(int).tolist() for s, f in frames.items()}
+    n = len(labels)
+    cache = Path(params.paths.cache)
+    feats = {s: embed_frame(backbone, f, root, cache, batch_size=tp.batch_size) for s, f in frames.items()
+             if s != "test" or strategy == "linear_probe"}
+    head, probe_hist, probe_val = fit_probe_head(feats["train"], np.array(targets["train"]), feats["val"],
+                                                 np.array(targets["val"]), n, tp,
+                                                 log if strategy == "linear_probe" else None)
+    clf = Classifier(backbone.module, backbone.dim, n)
+    clf.head.load_state_dict(head.state_dict())
+    if strategy == "linear_probe":
+        history, val, best_epoch = probe_hist, probe_val, max(range(len(probe_hist)),
+                                                             key=lambda i: (probe_hist[i]["val_macro_f1"], -probe_hist[i]["val_loss"]))
+        with torch.no_grad():
+            test = classification_metrics(np.array(targets["test"]), clf.head(torch.from_numpy(feats["test"])).numpy(), n)
+    else:
+        history, val, best_epoch = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out, resume, log)
+        device = resolve_device(tp.device)
+        loader = make_loader(backbone, frames["test"], targets["test"], root, batch_size=tp.batch_size)
+        logits, yt = predict_logits(clf, loader, device, amp=device.type == "cuda")
+        test = classification_metrics(yt, logits, n)
+    clf.cpu()
+    model_dir = out / "model"
+    info = save_backbone_config(backbone, model_dir)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
+    write_atomic(model_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
+    write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
+                                                 "strategy": strategy, "best_epoch": best_epoch})
+    return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
+                       time.perf_counter() - start)
+
+
+def run_train(params: Params, validated_dir: str | Path, select_dir: str | Path, out_dir: str | Path,
+              resume: bool = False, log: EpochLog | None = None) -> TrainResult:
+    """Stage entry: read validate's manifest and select's decision; write model/ and metrics.json."""
+    manifest_path = Path(validated_dir) / "manifest.parquet"
+    decision_path = Path(select_dir) / "leaderboard.json"
+    for path, stage in ((manifest_path, "validate"), (decision_path, "select")):
+        if not path.exists():
+            raise GraftError(f"{path} does not exist; run `graft {stage}` first")
+    manifest = pd.read_parquet(manifest_path)
+    labels = list(params.validate_.labels) or sorted(manifest["label"].unique())
+    decision = json.loads(decision_path.read_text(encoding="utf-8"))
+    if params.select.strategy != "auto":
+        decision["strategy"] = params.select.strategy
+    out = Path(out_dir)
+    result = train_model(manifest, labels, Path(params.data.path), decision, params, out, resume, log)
+    write_json_atomic(out / "metrics.json", {
+        "strategy": result.strategy, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "val": result.val, "test": result.test, "probe_val": result.probe_val,
+        "seconds": round(result.seconds, 1)})
+    write_json_atomic(out / "history.json", result.history)
+    save_resolved(params, out, "train")
+    if not math.isfinite(result.val["loss"]):
+        raise GraftError("training diverged (validation loss is not finite); lower train.lr")
+    return result

@@ -1,0 +1,124 @@
+"""train: every strategy learns, resume reproduces, the saved model rebuilds."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import colour_images, spam_texts
+from safetensors.torch import load_file
+
+from pipeline.models import rebuild_classifier
+from pipeline.params import parse_params
+from pipeline.prepare import prepare_data
+from pipeline.train import WeightedCrossEntropy, run_train, train_model
+
+
+class Stop(Exception):
+    pass
+
+
+def _setup(tmp_path, modality, weights, **train):
+    if modality == "image":
+        data, labels, name = colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
+    else:
+        data, labels, name = spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"
+    p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
+                      "train": {"epochs": 3, "batch_size": 8, "lr": 3e-4, "head_lr": 3e-3, "probe_epochs": 30,
+                                "warmup_epochs": 0.5, "max_length": 16, "patience": 5, **train},
+                      "paths": {"cache": str(tmp_path / "cache")}})
+    manifest = prepare_data(data, p.data, p.prepare).manifest
+    return manifest, labels, data, {"chosen": {"name": name, "weights": str(weights)}}, p
+
+
+def _train(tmp_path, modality, weights, strategy, out="out", resume=False, log=None, **train):
+    manifest, labels, root, decision, p = _setup(tmp_path, modality, weights, **train)
+    return train_model(manifest, labels, root, {**decision, "strategy": strategy}, p, tmp_path / out,
+                       resume=resume, log=log)
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "partial", "full", "gradual_unfreeze"])
+def test_image_strategies_learn(tmp_path, tiny_timm_dir, strategy):
+    r = _train(tmp_path, "image", tiny_timm_dir, strategy)
+    losses = [h["train_loss"] for h in r.history]
+    assert losses[-1] < losses[0], losses
+    assert r.val["macro_f1"] >= 0.8 and r.test["macro_f1"] >= 0.8
+    if strategy == "gradual_unfreeze":
+        assert [h["trainable_groups"] for h in r.history] == [0, 1, 2]
+    if strategy == "partial":
+        assert {h["trainable_groups"] for h in r.history} == {2}
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_text_strategies_learn(tmp_path, tiny_bert_dir, strategy):
+    r = _train(tmp_path, "text", tiny_bert_dir, strategy, epochs=6, lr=1e-3, head_lr=1e-2)
+    losses = [h["train_loss"] for h in r.history]
+    assert losses[-1] < losses[0], losses
+    assert r.test["macro_f1"] >= 0.8
+    saved = load_file(str(r.model_dir / "model.safetensors"))
+    assert not any("lora" in k for k in saved)  # adapters merged into plain weights
+
+
+def test_lora_on_a_timm_vit(tmp_path, tiny_vit_dir):
+    r = _train(tmp_path, "image", tiny_vit_dir, "lora")
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+def test_frozen_layers_keep_their_weights(tmp_path, tiny_timm_dir):
+    r = _train(tmp_path, "image", tiny_timm_dir, "partial", partial_groups=1)
+    before = load_file(str(tiny_timm_dir / "model.safetensors"))
+    after = load_file(str(r.model_dir / "model.safetensors"))
+    assert torch.equal(after["backbone.conv_stem.weight"], before["conv_stem.weight"])
+    assert torch.equal(after["backbone.bn1.running_mean"], before["bn1.running_mean"])  # BN kept in eval
+    assert not torch.equal(after["head.weight"], torch.zeros_like(after["head.weight"]))
+
+
+def test_resume_after_a_killed_epoch_reproduces_the_uninterrupted_run(tmp_path, tiny_timm_dir):
+    full = _train(tmp_path, "image", tiny_timm_dir, "full", out="a", epochs=4)
+
+    def die_after_second_epoch(epoch, row):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _train(tmp_path, "image", tiny_timm_dir, "full", out="b", epochs=4, log=die_after_second_epoch)
+    resumed = _train(tmp_path, "image", tiny_timm_dir, "full", out="b", epochs=4, resume=True)
+    # the kill came after epoch 2's log, before its checkpoint: epoch 2 is redone
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    for a, b in zip(full.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    wa = load_file(str(full.model_dir / "model.safetensors"))
+    wb = load_file(str(resumed.model_dir / "model.safetensors"))
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+
+
+def test_saved_model_rebuilds_and_predicts_the_same(tmp_path, tiny_timm_dir):
+    r = _train(tmp_path, "image", tiny_timm_dir, "partial")
+    info = json.loads((r.model_dir / "model.json").read_text())
+    assert info["labels"] == ["blue", "red"] and info["strategy"] == "partial"
+    clf, _ = rebuild_classifier(r.model_dir, info, info["num_classes"])
+    clf.load_state_dict(load_file(str(r.model_dir / "model.safetensors")))
+    x = torch.randn(2, 3, 32, 32)
+    clf.eval()
+    assert clf(x).shape == (2, 2)
+
+
+def test_run_train_needs_select_first(tmp_path):
+    from pipeline.errors import GraftError
+
+    (tmp_path / "val").mkdir()
+    with pytest.raises(GraftError, match="run `graft validate` first"):
+        run_train(parse_params({}), tmp_path / "nothing", tmp_path / "sel", tmp_path / "out")
+
+
+def test_class_weighting_weights_examples_not_the_smoothing_term():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    w = torch.tensor([0.5, 2.0])
+    per = torch.nn.functional.cross_entropy(logits, y, reduction="none", label_smoothing=0.1)
+    expected = (per * w[y]).sum() / w[y].sum()
+    assert torch.isclose(WeightedCrossEntropy(w, 0.1)(logits, y), expected)
+    # with equal weights it is the plain mean
+    assert torch.isclose(WeightedCrossEntropy(torch.ones(2), 0.1)(logits, y), per.mean())
+    assert np.isfinite(float(WeightedCrossEntropy(None, 0.0)(logits, y)))
