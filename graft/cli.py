@@ -136,7 +136,7 @@ def train(
     try:
         p = _load(params, set_)
         target = out_dir or Path(p.paths.train)
-        log = DvcLiveLog(target / "live", resume=resume)
+        log = DvcLiveLog(target / "live", resume=resume, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
         result = run_train(p, validated or Path(p.paths.validate_), selected or Path(p.paths.select),
                            target, resume=resume, log=lambda e, row: (render.epoch(out, row), log(e, row)))
     except Exception as exc:

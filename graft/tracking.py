@@ -9,16 +9,23 @@ from typing import Any
 class DvcLiveLog:
     """An epoch logger for pipeline.train: one dvclive step per epoch."""
 
-    def __init__(self, folder: Path, resume: bool = False):
+    def __init__(self, folder: Path, resume: bool = False, warn: Any = print):
         from dvclive import Live
 
-        self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+        try:
+            self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+        except Exception as exc:  # a logger must not stop training (e.g. a git repo with no commit)
+            self.live = None
+            warn(f"dvclive is off ({type(exc).__name__}: {exc}); every epoch is still in history.json")
 
     def __call__(self, epoch: int, row: dict[str, Any]) -> None:
+        if self.live is None:
+            return
         for key, value in row.items():
             if key != "epoch":
                 self.live.log_metric(key, float(value))
         self.live.next_step()
 
     def close(self) -> None:
-        self.live.end()
+        if self.live is not None:
+            self.live.end()

@@ -40,7 +40,11 @@ class FeatureCache:
         self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
         self.index.update({s: start + i for i, s in enumerate(shas)})
         keys = np.array(sorted(self.index, key=self.index.__getitem__), dtype="U64")
-        write_atomic(self.path, lambda p: np.savez(open(p, "wb"), vectors=self.vectors, sha256=keys))
+        def write(p: Path) -> None:
+            with open(p, "wb") as fh:  # a file object: np.savez would add ".npz" to a path
+                np.savez(fh, vectors=self.vectors, sha256=keys)
+
+        write_atomic(self.path, write)
 
     def get(self, shas: list[str]) -> np.ndarray:
         return self.vectors[[self.index[s] for s in shas]]

@@ -153,7 +153,11 @@ def _hint(name: str) -> str:
             "package that ships them (weights: package:<module>)")
 
 
-def load_timm(name: str, weights: str | Path | None) -> Backbone:
+def display_name(name: str, pretrained: bool) -> str:
+    return name if pretrained else f"{name} (scratch)"
+
+
+def load_timm(name: str, weights: str | Path | None, pretrained: bool = True) -> Backbone:
     import timm
 
     kwargs: dict[str, Any] = {}
@@ -176,7 +180,7 @@ def load_timm(name: str, weights: str | Path | None) -> Backbone:
         raise UnsupportedCandidate(f"'{name}' is not a timm model name; similar names: {close}. "
                                    "Text models need data.modality: text")
     try:
-        model = timm.create_model(arch, pretrained=True, num_classes=0, **kwargs)
+        model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         if weights is None:
             raise WeightsNotFound(f"timm model '{name}': pretrained weights are not in the cache "
@@ -186,12 +190,14 @@ def load_timm(name: str, weights: str | Path | None) -> Backbone:
     data_cfg = timm.data.resolve_model_data_config(model)
     build = {"library": "timm", "architecture": model.default_cfg.get("architecture", name.split(".")[0]),
              "model_args": {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}}
-    return Backbone(name, "image", model, int(model.num_features), source,
+    return Backbone(display_name(name, pretrained), "image", model, int(model.num_features),
+                    source if pretrained else "random initialisation",
                     {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()}, build=build)
 
 
-def load_transformer(name: str, weights: str | Path | None, max_length: int = 128) -> Backbone:
-    from transformers import AutoModel, AutoTokenizer
+def load_transformer(name: str, weights: str | Path | None, max_length: int = 128,
+                     pretrained: bool = True) -> Backbone:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     where = str(weights) if weights is not None else name
     if isinstance(weights, Path) and not weights.is_dir():
@@ -199,8 +205,12 @@ def load_transformer(name: str, weights: str | Path | None, max_length: int = 12
                                    "output: config.json, model.safetensors, tokenizer files)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=_offline() or weights is not None)
-        encoder = AutoModel.from_pretrained(where, local_files_only=_offline() or weights is not None,
-                                            use_safetensors=None)
+        local = _offline() or weights is not None
+        if pretrained:
+            encoder = AutoModel.from_pretrained(where, local_files_only=local, use_safetensors=None)
+        else:  # the architecture and tokenizer of the source, random weights
+            torch.manual_seed(0)
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(where, local_files_only=local))
     except OSError as exc:
         if weights is None:
             raise WeightsNotFound(f"Hugging Face model '{name}' is not in the local cache"
@@ -209,18 +219,19 @@ def load_transformer(name: str, weights: str | Path | None, max_length: int = 12
         raise WeightsNotFound(f"cannot load '{name}' from {weights}: {exc}") from None
     encoder.eval()
     dim = int(encoder.config.hidden_size)
-    return Backbone(name, "text", TextEncoder(encoder), dim, where,
+    return Backbone(display_name(name, pretrained), "text", TextEncoder(encoder), dim,
+                    where if pretrained else "random initialisation",
                     {"max_length": max_length, "pooling": "mean"}, tokenizer=tokenizer,
                     build={"library": "transformers"})
 
 
 def load_backbone(name: str, weights: str | None, modality: str, base: Path = Path("."),
-                  max_length: int = 128) -> Backbone:
-    """Load a candidate's pretrained backbone for `modality`, or raise a clear error."""
+                  max_length: int = 128, pretrained: bool = True) -> Backbone:
+    """Load a candidate's backbone for `modality` (pretrained unless told not), or raise a clear error."""
     resolved = _resolve_weights(weights, base)
     if modality == "image":
-        return load_timm(name, resolved)
-    return load_transformer(name, resolved, max_length)
+        return load_timm(name, resolved, pretrained)
+    return load_transformer(name, resolved, max_length, pretrained)
 
 
 # ---------------------------------------------------------------- saved models

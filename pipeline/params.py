@@ -115,6 +115,7 @@ class ValidateParams(Section):
 class Candidate(Section):
     name: str
     weights: str | None = Field(None, description="file, folder or package:<module>; none = hub cache")
+    pretrained: bool = Field(True, description="false: the same architecture, randomly initialised")
 
     @model_validator(mode="before")
     @classmethod

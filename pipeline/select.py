@@ -27,7 +27,14 @@ from pipeline.data import make_loader
 from pipeline.errors import GraftError, ParamsError
 from pipeline.features import embed_frame
 from pipeline.io import write_json_atomic, write_text_atomic
-from pipeline.models import Backbone, Classifier, UnsupportedCandidate, WeightsNotFound, load_backbone
+from pipeline.models import (
+    Backbone,
+    Classifier,
+    UnsupportedCandidate,
+    WeightsNotFound,
+    display_name,
+    load_backbone,
+)
 from pipeline.params import Candidate, Params, SelectParams, save_resolved
 
 
@@ -44,6 +51,8 @@ class CandidateScore:
     size_mb: float = 0.0
     latency_ms: float = float("nan")
     embed_seconds: float = 0.0
+    pretrained: bool = True
+    candidate: str = ""  # the model name as given in params (name is what the leaderboard shows)
 
 
 @dataclass(frozen=True)
@@ -135,9 +144,11 @@ def choose_strategy(sp: SelectParams, modality: str, n_min: int, probe_f1: float
 def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: Path,
            sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int) -> tuple[CandidateScore, Backbone | None]:
     try:
-        backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length)
+        backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length,
+                                 pretrained=cand.pretrained)
     except (WeightsNotFound, UnsupportedCandidate) as exc:
-        return CandidateScore(cand.name, cand.weights, "unavailable", str(exc)), None
+        return CandidateScore(display_name(cand.name, cand.pretrained), cand.weights, "unavailable",
+                              str(exc), pretrained=cand.pretrained, candidate=cand.name), None
     start = time.perf_counter()
     feats = embed_frame(backbone, sample, root, cache, batch_size=sp.batch_size)
     embed_s = time.perf_counter() - start
@@ -153,8 +164,8 @@ def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cac
     if sp.max_params and params > sp.max_params:
         over.append(f"{params} parameters > select.max_params={sp.max_params}")
     status = "over budget" if over else "ok"
-    return CandidateScore(cand.name, cand.weights, status, "; ".join(over), acc, f1, f1_std, params,
-                          size, latency, embed_s), backbone
+    return CandidateScore(backbone.name, cand.weights, status, "; ".join(over), acc, f1, f1_std, params,
+                          size, latency, embed_s, cand.pretrained, cand.name), backbone
 
 
 def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, params: Params) -> SelectResult:

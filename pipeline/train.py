@@ -283,8 +283,9 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     seed_everything(tp.seed)
     chosen = decision["chosen"]
     strategy = decision["strategy"]
-    backbone = load_backbone(chosen["name"], chosen["weights"], str(manifest["modality"].iloc[0]),
-                             max_length=tp.max_length)
+    backbone = load_backbone(chosen.get("candidate") or chosen["name"], chosen["weights"],
+                             str(manifest["modality"].iloc[0]), max_length=tp.max_length,
+                             pretrained=chosen.get("pretrained", True))
     index = {lbl: i for i, lbl in enumerate(labels)}
     frames = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     for split, frame in frames.items():

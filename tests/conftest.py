@@ -82,8 +82,7 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
 
 # ---------------------------------------------------------------- tiny "pretrained" models
 
-TEXT_WORDS = ("free prize win cash claim call now urgent offer winner txt reply stop "
-              "hello meeting lunch tomorrow see you later home love thanks ok sorry dinner").split()
+TEXT_WORDS = ["free", "prize", "win", "cash", "claim", "call", "now", "urgent", "offer", "winner", "txt", "reply", "stop", "hello", "meeting", "lunch", "tomorrow", "see", "you", "later", "home", "love", "thanks", "ok", "sorry", "dinner"]
 
 
 @pytest.fixture(scope="session")

@@ -20,20 +20,29 @@ def _sh(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def test_dvc_repro_runs_prepare_and_validate_and_locks_the_data(tmp_path, image_tree):
+def test_dvc_repro_runs_the_stages_and_locks_the_data(tmp_path, image_tree, tiny_timm_dir):
     work = tmp_path / "proj"
     work.mkdir()
     shutil.copytree(REPO / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copy(REPO / "params.yaml", work / "params.yaml")
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["select"].update(candidates=[{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}],
+                            cv_folds=3, latency_runs=2)
+    params["train"].update(epochs=2, batch_size=16, probe_epochs=20)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     image_tree({"circle": 30, "square": 30, "triangle": 30}, root=work / params["data"]["path"])
     dvc = [sys.executable, "-m", "dvc"]
     _sh(["git", "init", "-q"], work)
     _sh([*dvc, "init", "-q"], work)
     _sh([*dvc, "add", "-q", "data/raw"], work)
-    out = _sh([*dvc, "repro", "validate"], work)
-    assert "Running stage 'prepare'" in out and "Running stage 'validate'" in out
+    _sh(["git", "add", "-A"], work)
+    _sh(["git", "commit", "-qm", "data"], work)
+    out = _sh([*dvc, "repro"], work)
+    for stage in ("prepare", "validate", "select", "train"):
+        assert f"Running stage '{stage}'" in out
+    assert (work / params["paths"]["train"] / "model" / "model.safetensors").exists()
+    assert "Data and pipelines are up to date" in _sh([*dvc, "repro"], work)  # nothing changed, nothing runs
+    assert "train_loss" in _sh([*dvc, "plots", "show", "--json"], work)
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     data_dep = next(d for d in lock["stages"]["prepare"]["deps"] if d["path"] == params["data"]["path"])
     assert data_dep["md5"].endswith(".dir") and data_dep["nfiles"] == 90
