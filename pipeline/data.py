@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pipeline.models import Backbone
 
@@ -63,15 +63,21 @@ def _text_collate(tokenizer: Any, max_length: int) -> Callable[[list[tuple[str, 
 
 def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], root: Path, *,
                 batch_size: int, train: bool = False, augment: bool = True,
-                generator: torch.Generator | None = None, sampler: Sampler | None = None,
-                workers: int = 0) -> DataLoader:
-    """A loader of (inputs tuple, targets); shuffled with `generator` when train and no sampler."""
+                generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
+                seed: int = 0, workers: int = 0) -> DataLoader:
+    """A loader of (inputs tuple, targets); shuffled with `generator` when train.
+
+    shard=(world, rank): this process's part of every epoch (a DistributedSampler seeded with
+    `seed`; call loader.sampler.set_epoch(epoch))."""
     if backbone.modality == "image":
         ds: Dataset = ImageRows(frame["path"].tolist(), targets, root, image_transform(backbone, train, augment))
         collate = _collate_images
     else:
         ds = TextRows(frame["text"].tolist(), targets)
         collate = _text_collate(backbone.tokenizer, int(backbone.preprocess["max_length"]))
+    sampler: Sampler | None = None
+    if shard is not None:
+        sampler = DistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=train, seed=seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       generator=generator, collate_fn=collate, num_workers=workers,
                       persistent_workers=False)

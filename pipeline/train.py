@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.data import make_loader, resolve_device
+from pipeline.distributed import Dist, init_distributed
 from pipeline.errors import GraftError
 from pipeline.features import embed_frame
 from pipeline.io import write_atomic, write_json_atomic
@@ -174,11 +175,12 @@ def _save_checkpoint(out: Path, clf: Classifier, state: dict[str, Any]) -> None:
     write_atomic(meta, lambda p: torch.save(state, p))
 
 
-def _train_epoch(clf: Classifier, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: nn.Module,
-                 tp: TrainParams, device: torch.device, step: int, desc: str, mixup: Any) -> tuple[float, int]:
+def _train_epoch(clf: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: nn.Module,
+                 tp: TrainParams, device: torch.device, step: int, desc: str, mixup: Any,
+                 dist: Dist) -> tuple[float, int]:
     total, seen = 0.0, 0
     amp = device.type == "cuda"
-    bar = tqdm(loader, desc=desc, unit="batch", disable=None, leave=False)
+    bar = tqdm(loader, desc=desc, unit="batch", disable=None if dist.main else True, leave=False)
     for inputs, y in bar:
         inputs = tuple(t.to(device, non_blocking=True) for t in inputs)
         y = y.to(device)
@@ -199,13 +201,16 @@ def _train_epoch(clf: Classifier, loader: Any, opt: torch.optim.Optimizer, sched
         total += loss.item() * len(y)
         seen += len(y)
         bar.set_postfix(loss=f"{total / seen:.4f}")
-    return total / max(seen, 1), step
+    return dist.mean(total, seen), step
 
 
 def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
               targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
               resume: bool, log: EpochLog | None) -> tuple[list[dict[str, float]], dict[str, float], int]:
+    dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
     lora = strategy == "lora"
     if lora:
         _wrap_lora(clf, backbone, tp)
@@ -225,8 +230,10 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     else:
         loss_fn = WeightedCrossEntropy(weight, tp.label_smoothing).to(device)
     gen = torch.Generator()
-    train_loader = make_loader(backbone, frames["train"], targets["train"], root, batch_size=tp.batch_size,
-                               train=True, augment=tp.augment, generator=gen, workers=tp.workers)
+    train_loader = make_loader(backbone, frames["train"], targets["train"], root,
+                               batch_size=max(1, tp.batch_size // dist.world), train=True, augment=tp.augment,
+                               generator=gen, workers=tp.workers, seed=tp.seed,
+                               shard=(dist.world, dist.rank) if dist.world > 1 else None)
     val_loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size,
                              workers=tp.workers)
     opt = build_optimizer(clf, backbone, tp, lora)
@@ -247,25 +254,36 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         seed_everything(tp.seed * 1_000_003 + epoch)  # augmentation, dropout and shuffling per epoch
         gen.manual_seed(tp.seed * 1_000_003 + epoch)
         k = apply_freeze(clf, backbone, strategy, epoch, tp)
-        train_loss, state["step"] = _train_epoch(clf, train_loader, opt, sched, loss_fn, tp, device,
-                                                 state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup)
+        model: nn.Module = clf
+        if dist.world > 1:  # re-wrapped each epoch: the trainable set may change (gradual unfreezing)
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_loader.sampler.set_epoch(epoch)
+            model = DistributedDataParallel(clf, device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=True)
+        train_loss, state["step"] = _train_epoch(model, train_loader, opt, sched, loss_fn, tp, device,
+                                                 state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup, dist)
         logits, yv = predict_logits(clf, val_loader, device, amp=device.type == "cuda")
         val = classification_metrics(yv, logits, n)
         row = {"epoch": epoch, "train_loss": train_loss, "trainable_groups": k,
                "lr": opt.param_groups[-1]["lr"] / opt.param_groups[-1].get("lr_scale", 1.0),
                **{f"val_{m}": v for m, v in val.items()}}
         state["history"].append(row)
-        if log:
+        if log and dist.main:
             log(epoch, row)
-        if better(val, state["best"]):
+        improved = better(val, state["best"])  # every process sees the same val: same decision
+        if improved:
             state.update(best=val, best_epoch=epoch, stale=0)
-            tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
-            write_atomic(best_path, lambda p, t=tensors: save_file(t, str(p)))
         else:
             state["stale"] += 1
         state["epoch"] = epoch
-        _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                    "progress": state})
+        if dist.main:
+            if improved:
+                tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
+                write_atomic(best_path, lambda p, t=tensors: save_file(t, str(p)))
+            _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                        "progress": state})
+        dist.barrier()
     clf.load_state_dict(load_file(str(best_path), device=str(device)))
     if lora:
         _unwrap_lora(clf, backbone)
@@ -315,11 +333,12 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         test = classification_metrics(yt, logits, n)
     clf.cpu()
     model_dir = out / "model"
-    info = save_backbone_config(backbone, model_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
-    write_atomic(model_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
-    write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
-                                                 "strategy": strategy, "best_epoch": best_epoch})
+    if init_distributed(tp.device).main:
+        info = save_backbone_config(backbone, model_dir)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
+        write_atomic(model_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
+        write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
+                                                     "strategy": strategy, "best_epoch": best_epoch})
     return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
                        time.perf_counter() - start)
 
@@ -339,6 +358,8 @@ def run_train(params: Params, validated_dir: str | Path, select_dir: str | Path,
         decision["strategy"] = params.select.strategy
     out = Path(out_dir)
     result = train_model(manifest, labels, Path(params.data.path), decision, params, out, resume, log)
+    if not init_distributed(params.train.device).main:
+        return result
     write_json_atomic(out / "metrics.json", {
         "strategy": result.strategy, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
