@@ -139,12 +139,16 @@ def train(
         log = DvcLiveLog(target / "live", resume=resume, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
         result = run_train(p, validated or Path(p.paths.validate_), selected or Path(p.paths.select),
                            target, resume=resume, log=lambda e, row: (render.epoch(out, row), log(e, row)))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; `graft train --resume` continues from {target / 'checkpoints'}")
+        raise typer.Exit(130) from None
     except Exception as exc:
         _fail(exc)
     finally:
         if log is not None:
             log.close()
-    render.train_summary(out, result)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        render.train_summary(out, result)
 
 
 @app.command("demo-data")
