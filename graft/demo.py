@@ -10,6 +10,8 @@ from graft import render
 from pipeline.demo_data import make_image_demo, make_text_demo
 from pipeline.params import load_params
 from pipeline.prepare import run_prepare
+from pipeline.select import run_select
+from pipeline.train import run_train
 from pipeline.validate import run_validate
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
@@ -33,8 +35,16 @@ def run_demo(console: Console) -> None:
         done.append(f"{modality}: prepared {len(prepared.manifest)} examples and validated them "
                     f"({len(report.accepted)} accepted, {len(report.quarantine)} quarantined) "
                     f"-> {params.paths.validate_}/report.html")
+        selected = run_select(params, params.paths.validate_, params.paths.select)
+        render.leaderboard(console, selected, Path(params.paths.select))
+        trained = run_train(params, params.paths.validate_, params.paths.select, params.paths.train,
+                            log=lambda _e, row: render.epoch(console, row))
+        render.train_summary(console, trained)
+        done.append(f"{modality}: chose {selected.chosen.name} (probe macro-F1 "
+                    f"{selected.chosen.probe_macro_f1:.3f}) and {trained.strategy}; test macro-F1 "
+                    f"{trained.test['macro_f1']:.3f} -> {trained.model_dir}")
     console.rule("what the demo did")
     for line in done:
         console.print(f"- {line}")
-    console.print("Model selection, fine-tuning, gating, export, serving and monitoring are not built "
-                  "yet; the demo runs them as they land.")
+    console.print("Gating, ONNX export, serving and drift monitoring are not built yet; the demo runs "
+                  "them as they land.")

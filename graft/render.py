@@ -64,7 +64,9 @@ def validation_summary(console: Console, s: dict[str, Any], out_dir: Path) -> No
 def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
     table = Table(title_justify="left")
     for col in ("#", "candidate", "status", "probe macro-F1", "probe acc", "params (M)", "MB", "ms (b1)"):
-        table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
+        left = col in ("candidate", "status")
+        table.add_column(col, justify="left" if left else "right", overflow="fold",
+                         min_width=24 if col == "candidate" else None)
     for i, s in enumerate(result.scores, 1):
         status = s.status if s.status == "ok" else f"[yellow]{s.status}[/]"
         f1 = "-" if s.probe_macro_f1 != s.probe_macro_f1 else f"{s.probe_macro_f1:.3f}±{s.probe_macro_f1_std:.3f}"

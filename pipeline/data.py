@@ -64,7 +64,7 @@ def _text_collate(tokenizer: Any, max_length: int) -> Callable[[list[tuple[str, 
 def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], root: Path, *,
                 batch_size: int, train: bool = False, augment: bool = True,
                 generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-                seed: int = 0, workers: int = 0) -> DataLoader:
+                seed: int = 0, workers: int = 0, drop_last: bool = False) -> DataLoader:
     """A loader of (inputs tuple, targets); shuffled with `generator` when train.
 
     shard=(world, rank): this process's part of every epoch (a DistributedSampler seeded with
@@ -79,7 +79,7 @@ def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], roo
     if shard is not None:
         sampler = DistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=train, seed=seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      generator=generator, collate_fn=collate, num_workers=workers,
+                      generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
                       persistent_workers=False)
 
 

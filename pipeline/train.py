@@ -233,7 +233,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     train_loader = make_loader(backbone, frames["train"], targets["train"], root,
                                batch_size=max(1, tp.batch_size // dist.world), train=True, augment=tp.augment,
                                generator=gen, workers=tp.workers, seed=tp.seed,
-                               shard=(dist.world, dist.rank) if dist.world > 1 else None)
+                               shard=(dist.world, dist.rank) if dist.world > 1 else None,
+                               drop_last=mixup is not None)  # timm's Mixup needs even batches
     val_loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size,
                              workers=tp.workers)
     opt = build_optimizer(clf, backbone, tp, lora)

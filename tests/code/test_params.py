@@ -28,7 +28,7 @@ def test_sections_are_frozen():
     ("raw", "expected"),
     [
         ({"prepare": {"splt": {}}}, ["unknown key 'prepare.splt'", "Did you mean 'prepare.split'"]),
-        ({"bogus": 1}, ["unknown key 'bogus'", "data, prepare, validate, paths"]),
+        ({"bogus": 1}, ["unknown key 'bogus'", "data, prepare, validate, select, train, paths"]),
         ({"validate": {"image": {"min_widht": 3}}}, ["validate.image.min_widht", "min_width"]),
         ({"prepare": {"seed": "abc"}}, ["prepare.seed", "valid integer", "'abc'"]),
         ({"prepare": {"split": {"train": "0.7"}}}, ["prepare.split.train", "valid number"]),
@@ -56,6 +56,21 @@ def test_load_params_file_errors_name_the_file(tmp_path):
     bad.write_text("prepare:\n  sede: 1\n")
     with pytest.raises(ParamsError, match=r"p.yaml: unknown key 'prepare.sede'"):
         load_params(bad)
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  head_lr: 2E-3\n")
+    p = load_params(path, ["train.weight_decay=5e-2"])
+    assert (p.train.lr, p.train.head_lr, p.train.weight_decay) == (1e-4, 2e-3, 5e-2)
+
+
+def test_candidates_take_names_or_mappings():
+    p = parse_params({"select": {"candidates": ["resnet18", {"name": "x", "weights": "w", "pretrained": False}]}})
+    assert [(c.name, c.weights, c.pretrained) for c in p.select.candidates] == [
+        ("resnet18", None, True), ("x", "w", False)]
+    with pytest.raises(ParamsError, match=r"select\.candidates\.0\.name"):
+        parse_params({"select": {"candidates": [{"weights": "w"}]}})
 
 
 def test_overrides_are_typed_and_checked(tmp_path):

@@ -59,6 +59,13 @@ def test_text_strategies_learn(tmp_path, tiny_bert_dir, strategy):
     assert not any("lora" in k for k in saved)  # adapters merged into plain weights
 
 
+def test_mixup_and_cutmix_train(tmp_path, tiny_timm_dir):
+    # 41 training images: an odd last batch that timm's Mixup would refuse
+    r = _train(tmp_path, "image", tiny_timm_dir, "full", mixup=0.2, cutmix=0.2, batch_size=6)
+    assert len(r.history) == 3 and all(np.isfinite(h["train_loss"]) for h in r.history)
+    assert r.val["macro_f1"] >= 0.8
+
+
 def test_lora_on_a_timm_vit(tmp_path, tiny_vit_dir):
     r = _train(tmp_path, "image", tiny_vit_dir, "lora")
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
