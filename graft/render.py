@@ -85,6 +85,8 @@ def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
 
 
 def epoch(console: Console, row: dict[str, Any]) -> None:
+    if "trainable_groups" not in row and int(row["epoch"]) % 10:  # head epochs are cheap and many
+        return
     groups = f"  groups {int(row['trainable_groups'])}" if "trainable_groups" in row else ""
     console.print(f"epoch {int(row['epoch']) + 1:3d}  train loss {row['train_loss']:.4f}  "
                   f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "

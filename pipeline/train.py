@@ -358,6 +358,7 @@ def run_train(params: Params, validated_dir: str | Path, select_dir: str | Path,
     if params.select.strategy != "auto":
         decision["strategy"] = params.select.strategy
     out = Path(out_dir)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)  # a declared output, empty for linear_probe
     result = train_model(manifest, labels, Path(params.data.path), decision, params, out, resume, log)
     if not init_distributed(params.train.device).main:
         return result
