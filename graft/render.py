@@ -94,8 +94,10 @@ def epoch(console: Console, row: dict[str, Any]) -> None:
 
 
 def train_summary(console: Console, r: Any) -> None:
-    console.print(f"train: strategy [bold]{r.strategy}[/], best epoch {r.best_epoch + 1} of {r.epochs_run} "
-                  f"({r.seconds:.0f} s)")
+    best = (f"best epoch {r.best_epoch + 1} of {r.epochs_run}" if r.best_epoch >= 0 else
+            f"[yellow]no fine-tuned epoch of {r.epochs_run} beat the frozen probe on val: the probe head "
+            "is kept[/]")
+    console.print(f"train: strategy [bold]{r.strategy}[/], {best} ({r.seconds:.0f} s)")
     table = Table()
     for col in ("split", "macro-F1", "accuracy", "loss"):
         table.add_column(col, justify="left" if col == "split" else "right")

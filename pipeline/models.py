@@ -180,6 +180,8 @@ def load_timm(name: str, weights: str | Path | None, pretrained: bool = True) ->
         raise UnsupportedCandidate(f"'{name}' is not a timm model name; similar names: {close}. "
                                    "Text models need data.modality: text")
     try:
+        if not pretrained:
+            torch.manual_seed(0)  # the same "scratch" network in select and train, run after run
         model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         if weights is None:

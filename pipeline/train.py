@@ -206,7 +206,10 @@ def _train_epoch(clf: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched:
 
 def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
               targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
-              resume: bool, log: EpochLog | None) -> tuple[list[dict[str, float]], dict[str, float], int]:
+              resume: bool, log: EpochLog | None,
+              probe_val: dict[str, float]) -> tuple[list[dict[str, float]], dict[str, float], int]:
+    """Train from the probe-initialised `clf`; an epoch must beat the probe's val score to be
+    kept (best_epoch -1 means none did: the probe head on frozen features is returned)."""
     dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
     if device.type == "cuda" and dist.world > 1:
@@ -239,9 +242,14 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                              workers=tp.workers)
     opt = build_optimizer(clf, backbone, tp, lora)
     sched = build_scheduler(opt, tp, len(train_loader))
-    state: dict[str, Any] = {"epoch": -1, "step": 0, "best": None, "best_epoch": -1, "stale": 0, "history": []}
+    state: dict[str, Any] = {"epoch": -1, "step": 0, "best": probe_val, "best_epoch": -1, "stale": 0,
+                             "history": []}
     weights_path, state_path = _ckpt_paths(out)
     best_path = out / "checkpoints" / "best.safetensors"
+    if dist.main and not (resume and state_path.exists()):  # the probe-initialised model is the bar
+        tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
+        write_atomic(best_path, lambda p: save_file(tensors, str(p)))
+    dist.barrier()
     if resume and state_path.exists():
         clf.load_state_dict(load_file(str(weights_path), device=str(device)))
         saved = torch.load(state_path, map_location=device, weights_only=True)
@@ -327,7 +335,8 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         with torch.no_grad():
             test = classification_metrics(np.array(targets["test"]), clf.head(torch.from_numpy(feats["test"])).numpy(), n)
     else:
-        history, val, best_epoch = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out, resume, log)
+        history, val, best_epoch = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out,
+                                             resume, log, probe_val)
         device = resolve_device(tp.device)
         loader = make_loader(backbone, frames["test"], targets["test"], root, batch_size=tp.batch_size)
         logits, yt = predict_logits(clf, loader, device, amp=device.type == "cuda")
@@ -362,8 +371,11 @@ def run_train(params: Params, validated_dir: str | Path, select_dir: str | Path,
     result = train_model(manifest, labels, Path(params.data.path), decision, params, out, resume, log)
     if not init_distributed(params.train.device).main:
         return result
+    shipped = ("probe head on frozen features: no fine-tuned epoch beat it on val"
+               if result.best_epoch < 0 and result.strategy != "linear_probe" else result.strategy)
     write_json_atomic(out / "metrics.json", {
-        "strategy": result.strategy, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "strategy": result.strategy, "shipped": shipped, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
         "seconds": round(result.seconds, 1)})
     write_json_atomic(out / "history.json", result.history)

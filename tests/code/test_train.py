@@ -100,6 +100,23 @@ def test_resume_after_a_killed_epoch_reproduces_the_uninterrupted_run(tmp_path, 
     assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
 
 
+def test_a_fine_tune_worse_than_its_probe_ships_the_probe(tmp_path, tiny_timm_dir):
+    wrecked = _train(tmp_path, "image", tiny_timm_dir, "full", out="wrecked", lr=5.0, grad_clip=0.0)
+    probe = _train(tmp_path, "image", tiny_timm_dir, "linear_probe", out="probe")
+    assert wrecked.best_epoch == -1 and wrecked.val == wrecked.probe_val
+    a = load_file(str(wrecked.model_dir / "model.safetensors"))
+    b = load_file(str(probe.model_dir / "model.safetensors"))
+    assert [k for k in b if not torch.allclose(a[k], b[k])] == []  # exactly the probe-initialised model
+
+
+def test_scratch_candidates_are_reproducible(tiny_timm_dir):
+    from pipeline.models import load_backbone
+
+    a = load_backbone("test_efficientnet", None, "image", pretrained=False)
+    b = load_backbone("test_efficientnet", None, "image", pretrained=False)
+    assert a.name == "test_efficientnet (scratch)" and a.fingerprint() == b.fingerprint()
+
+
 def test_saved_model_rebuilds_and_predicts_the_same(tmp_path, tiny_timm_dir):
     r = _train(tmp_path, "image", tiny_timm_dir, "partial")
     info = json.loads((r.model_dir / "model.json").read_text())
