@@ -151,6 +151,26 @@ def train(
         render.train_summary(out, result)
 
 
+@app.command()
+def export(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    trained: Annotated[Path | None, typer.Option(help="train's folder (default: paths.train)")] = None,
+    validated: Annotated[Path | None, typer.Option(help="validate's folder (default: paths.validate)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.export)")] = None,
+) -> None:
+    """Export to ONNX (logits + embedding), check parity with onnxruntime, measure latency."""
+    from pipeline.export import run_export
+
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.export)
+        result = run_export(p, trained or Path(p.paths.train), validated or Path(p.paths.validate_), target)
+    except Exception as exc:
+        _fail(exc)
+    render.export_summary(out, result)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

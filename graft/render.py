@@ -107,3 +107,24 @@ def train_summary(console: Console, r: Any) -> None:
         table.add_row(name, f"{m['macro_f1']:.4f}", f"{m['accuracy']:.4f}", f"{m['loss']:.4f}")
     console.print(table)
     console.print(f"model: {r.model_dir}")
+
+
+def export_summary(console: Console, r: Any) -> None:
+    p = r.parity
+    console.print(f"export: {r.onnx_path} on {r.provider}: max |logit diff| {p.max_abs_diff_logits:.2e}, "
+                  f"top-1 agreement {p.top1_agreement:.2%} over {p.examples} test examples", soft_wrap=True)
+    table = Table()
+    for col in ("runtime", "p50 b1 (ms)", "p95 b1", "p50 b32 (ms)", "p95 b32", "vs torch b1", "vs torch b32"):
+        table.add_column(col, justify="left" if col == "runtime" else "right")
+    lat = r.latency_ms
+    for name in ("torch", "onnx", "onnx_int8"):
+        if f"{name}_b1" not in lat:
+            continue
+        b1, b32 = lat[f"{name}_b1"], lat[f"{name}_b32"]
+        table.add_row(name, f"{b1['p50']:.2f}", f"{b1['p95']:.2f}", f"{b32['p50']:.1f}", f"{b32['p95']:.1f}",
+                      f"{lat['torch_b1']['p50'] / b1['p50']:.2f}x", f"{lat['torch_b32']['p50'] / b32['p50']:.2f}x")
+    console.print(table)
+    if r.int8:
+        q = r.int8["parity"]
+        console.print(f"int8: accuracy {q['accuracy_onnx']:.4f} ({r.int8['accuracy_delta']:+.4f} vs PyTorch), "
+                      f"top-1 agreement {q['top1_agreement']:.2%}, {r.int8['size_mb']:.1f} MB")

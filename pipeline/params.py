@@ -173,11 +173,19 @@ class TrainParams(Section):
     lora: LoraParams = Field(default_factory=LoraParams)
 
 
+class ExportParams(Section):
+    opset: int = Field(18, ge=13)
+    max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
+    quantize: bool = Field(True, description="also write a dynamic int8 model, checked the same way")
+    latency_runs: int = Field(30, ge=3)
+
+
 class PathsParams(Section):
     prepare: str = "outputs/prepare"
     validate_: str = Field("outputs/validate", alias="validate")
     select: str = "outputs/select"
     train: str = "outputs/train"
+    export: str = "outputs/export"
     cache: str = Field("cache", description="embedding cache, reused across runs")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
@@ -189,6 +197,7 @@ class Params(Section):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     select: SelectParams = Field(default_factory=SelectParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    export: ExportParams = Field(default_factory=ExportParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

@@ -1,0 +1,66 @@
+"""export: ONNX with logits and embedding, parity with PyTorch, latency, int8."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import colour_images, spam_texts
+
+from pipeline.export import ExportParityError, load_trained, ort_session, run_export
+from pipeline.params import parse_params
+from pipeline.prepare import prepare_data
+from pipeline.train import train_model
+
+
+def _trained(tmp_path, modality, weights, **export):
+    if modality == "image":
+        data, labels, name = colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
+    else:
+        data, labels, name = spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"
+    p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
+                      "train": {"epochs": 1, "batch_size": 16, "probe_epochs": 10, "max_length": 16},
+                      "export": {"latency_runs": 3, **export}, "paths": {"cache": str(tmp_path / "cache")}})
+    manifest = prepare_data(data, p.data, p.prepare).manifest
+    (tmp_path / "val").mkdir()
+    manifest.to_parquet(tmp_path / "val" / "manifest.parquet")
+    train_model(manifest, labels, data, {"chosen": {"name": name, "weights": str(weights)}, "strategy": "partial"},
+                p, tmp_path / "train")
+    return p
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality):
+    p = _trained(tmp_path, modality, tiny_timm_dir if modality == "image" else tiny_bert_dir)
+    r = run_export(p, tmp_path / "train", tmp_path / "val", tmp_path / "exp")
+    assert r.passed and r.parity.top1_agreement == 1.0 and r.parity.max_abs_diff_logits < 1e-4
+    assert r.parity.examples == 12 if modality == "image" else r.parity.examples > 0
+    for key in ("torch_b1", "onnx_b1", "torch_b32", "onnx_b32", "onnx_int8_b1"):
+        assert r.latency_ms[key]["p50"] > 0 and r.latency_ms[key]["p95"] >= r.latency_ms[key]["p50"]
+    model = onnx.load(str(r.onnx_path))
+    meta = {m.key: json.loads(m.value) for m in model.metadata_props}
+    assert meta["graft.labels"] == (["blue", "red"] if modality == "image" else ["ham", "spam"])
+    assert [o.name for o in model.graph.output] == ["logits", "embedding"]
+    session, provider = ort_session(r.onnx_path)
+    assert provider == "CPUExecutionProvider"
+    # a dynamic batch axis: batch 3 runs although the export example had another size
+    _clf, info, view = load_trained(tmp_path / "train" / "model")
+    if modality == "image":
+        feeds = {"input": np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)}
+        dim = info["dim"]
+    else:
+        enc = view.tokenizer(["free prize", "hello see you later", "ok"], padding=True, return_tensors="np")
+        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        dim = 32
+        assert (tmp_path / "exp" / "tokenizer").is_dir()
+    logits, emb = session.run(["logits", "embedding"], feeds)
+    assert logits.shape == (3, 2) and emb.shape == (3, dim)
+    assert r.int8 and (tmp_path / "exp" / "model.int8.onnx").exists()
+    assert json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]
+
+
+def test_parity_beyond_the_bound_fails_the_export_with_a_report(tmp_path, tiny_timm_dir):
+    p = _trained(tmp_path, "image", tiny_timm_dir, max_abs_diff=1e-12, quantize=False)
+    with pytest.raises(ExportParityError, match=r"export\.max_abs_diff=1e-12"):
+        run_export(p, tmp_path / "train", tmp_path / "val", tmp_path / "exp")
+    assert not json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]
