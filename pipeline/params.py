@@ -180,6 +180,34 @@ class ExportParams(Section):
     latency_runs: int = Field(30, ge=3)
 
 
+class Bound(Section):
+    min: float | None = None
+    max: float | None = None
+
+
+class ChangeBound(Section):
+    min_abs: float | None = Field(None, description="(challenger - champion), good direction; negative = tolerated regression")
+    min_rel: float | None = Field(None, description="(challenger - champion) / |champion|, good direction")
+
+
+class BootstrapParams(Section):
+    samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class GateParams(Section):
+    primary: str = "macro_f1"
+    bounds: dict[str, Bound] = Field(default_factory=lambda: {
+        "macro_f1": Bound(min=0.7), "accuracy": Bound(min=0.7), "ece": Bound(max=0.2)})
+    change: dict[str, ChangeBound] = Field(default_factory=lambda: {"macro_f1": ChangeBound(min_abs=0.0)})
+    require_significant: bool = False
+    bootstrap: BootstrapParams = Field(default_factory=BootstrapParams)
+    slice_bounds: dict[str, Bound] = Field(default_factory=dict)
+    require_parity: bool = True
+    first_run: Literal["bless_on_value_bounds", "require_manual"] = "bless_on_value_bounds"
+
+
 class PathsParams(Section):
     prepare: str = "outputs/prepare"
     validate_: str = Field("outputs/validate", alias="validate")
@@ -198,6 +226,7 @@ class Params(Section):
     select: SelectParams = Field(default_factory=SelectParams)
     train: TrainParams = Field(default_factory=TrainParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    gate: GateParams = Field(default_factory=GateParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
