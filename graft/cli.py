@@ -171,6 +171,26 @@ def export(
     render.export_summary(out, result)
 
 
+@app.command()
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    trained: Annotated[Path | None, typer.Option(help="train's folder (default: paths.train)")] = None,
+    validated: Annotated[Path | None, typer.Option(help="validate's folder (default: paths.validate)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: paths.evaluate)")] = None,
+) -> None:
+    """Test-split metrics, calibration, slices, behavioural checks and plots."""
+    from pipeline.evaluate import run_evaluate
+
+    try:
+        p = _load(params, set_)
+        target = out_dir or Path(p.paths.evaluate)
+        result = run_evaluate(p, trained or Path(p.paths.train), validated or Path(p.paths.validate_), target)
+    except Exception as exc:
+        _fail(exc)
+    render.evaluation_summary(out, result, target)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

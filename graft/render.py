@@ -128,3 +128,21 @@ def export_summary(console: Console, r: Any) -> None:
         q = r.int8["parity"]
         console.print(f"int8: accuracy {q['accuracy_onnx']:.4f} ({r.int8['accuracy_delta']:+.4f} vs PyTorch), "
                       f"top-1 agreement {q['top1_agreement']:.2%}, {r.int8['size_mb']:.1f} MB")
+
+
+def evaluation_summary(console: Console, r: Any, out_dir: Path) -> None:
+    m = r.metrics
+    console.print(f"evaluate (test): macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  "
+                  f"ROC-AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}  loss {m['loss']:.4f}", highlight=False)
+    table = Table()
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for label, c in r.per_class.items():
+        table.add_row(escape(label), f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+    console.print(table)
+    for column, values in r.slices.items():
+        parts = ", ".join(f"{k}: {v['macro_f1']:.3f} (n={v['count']})" for k, v in values.items())
+        console.print(f"slice {escape(column)}: {escape(parts)}")
+    console.print("behaviour (unchanged predictions): " +
+                  ", ".join(f"{k} {v:.1%}" for k, v in r.behaviour.items()))
+    console.print(f"plots: {out_dir / 'confusion.png'}, {out_dir / 'reliability.png'}")

@@ -180,6 +180,11 @@ class ExportParams(Section):
     latency_runs: int = Field(30, ge=3)
 
 
+class EvaluateParams(Section):
+    slices: list[str] = Field(default_factory=list, description="manifest columns, or size_bucket / length_bucket")
+    ece_bins: int = Field(15, ge=2)
+
+
 class Bound(Section):
     min: float | None = None
     max: float | None = None
@@ -214,6 +219,8 @@ class PathsParams(Section):
     select: str = "outputs/select"
     train: str = "outputs/train"
     export: str = "outputs/export"
+    evaluate: str = "outputs/evaluate"
+    registry: str = Field("registry", description="model versions and the champion pointer")
     cache: str = Field("cache", description="embedding cache, reused across runs")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
@@ -226,6 +233,7 @@ class Params(Section):
     select: SelectParams = Field(default_factory=SelectParams)
     train: TrainParams = Field(default_factory=TrainParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gate: GateParams = Field(default_factory=GateParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
