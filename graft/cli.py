@@ -191,6 +191,57 @@ def evaluate(
     render.evaluation_summary(out, result, target)
 
 
+@app.command()
+def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """The whole pipeline (through DVC), then the gate, the registry and promotion."""
+    from graft.run import run_pipeline
+
+    try:
+        summary = run_pipeline(params, set_, out)
+    except Exception as exc:
+        _fail(exc)
+    render.run_summary(out, summary)
+
+
+@app.command()
+def models(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """List the registry's model versions, their status and the champion."""
+    from pipeline.registry import Registry
+
+    try:
+        reg = Registry(_load(params, set_).paths.registry)
+        versions, champion = reg.list(), reg.champion()
+    except Exception as exc:
+        _fail(exc)
+    render.models(out, versions, champion)
+
+
+@app.command()
+def promote(version: str, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Make VERSION the champion (blessed, or needs_approval: a person's approval)."""
+    from pipeline.registry import Registry
+
+    try:
+        with Registry(_load(params, set_).paths.registry).lock() as reg:
+            reg.promote(version, allow=("blessed", "needs_approval"))
+    except Exception as exc:
+        _fail(exc)
+    out.print(f"{version} is the champion")
+
+
+@app.command()
+def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Make the previous champion the champion again."""
+    from pipeline.registry import Registry
+
+    try:
+        with Registry(_load(params, set_).paths.registry).lock() as reg:
+            name = reg.rollback()
+    except Exception as exc:
+        _fail(exc)
+    out.print(f"rolled back: {name} is the champion")
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

@@ -146,3 +146,42 @@ def evaluation_summary(console: Console, r: Any, out_dir: Path) -> None:
     console.print("behaviour (unchanged predictions): " +
                   ", ".join(f"{k} {v:.1%}" for k, v in r.behaviour.items()))
     console.print(f"plots: {out_dir / 'confusion.png'}, {out_dir / 'reliability.png'}")
+
+
+def gate_table(console: Console, gate: dict[str, Any]) -> None:
+    table = Table()
+    for col in ("criterion", "value", "bound", "result"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for c in gate["criteria"]:
+        value = "-" if c["value"] is None else f"{c['value']:.4g}"
+        table.add_row(escape(c["name"]), value, escape(c["bound"]), "pass" if c["passed"] else "[red]FAIL[/]")
+    console.print(table)
+
+
+def run_summary(console: Console, s: dict[str, Any]) -> None:
+    colour = {"blessed": "green", "rejected": "red", "needs_approval": "yellow", "unchanged": "cyan"}[s["status"]]
+    console.rule("graft run")
+    console.print(f"model {escape(s['model'])} ({s['strategy']}), registered as [bold]{s['version']}[/]: "
+                  f"[{colour}]{s['status']}[/]" + (" and promoted to champion" if s["promoted"] else ""))
+    t = s["test_metrics"]
+    console.print(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f}, ECE {t['ece']:.4f}, "
+                  f"ONNX b1 {t['latency_ms_b1']:.1f} ms, {t['size_mb']:.1f} MB", highlight=False)
+    gate_table(console, s["gate"])
+    for reason in s["gate"]["reasons"]:
+        console.print(f"- {escape(reason)}", soft_wrap=True)
+    console.print(f"champion: {s['champion'] or 'none'} (was {s['previous_champion'] or 'none'});  "
+                  f"data {s['data_version'] or 'untracked'};  via {s['via']};  {s['summary_path']}")
+
+
+def models(console: Console, versions: list[Any], champion: str | None) -> None:
+    if not versions:
+        console.print("no model versions yet: `graft run` registers one")
+        return
+    table = Table()
+    for col in ("version", "status", "champion", "model", "strategy", "test macro-F1", "created"):
+        table.add_column(col)
+    for v in versions:
+        test = v.summary.get("test", {})
+        table.add_row(v.name, v.status, "*" if v.name == champion else "", escape(v.summary.get("model", "")),
+                      v.summary.get("strategy", ""), f"{test.get('macro_f1', float('nan')):.4f}", v.created)
+    console.print(table)

@@ -1,0 +1,69 @@
+"""`graft run`: the whole training pipeline, then gate, register and promote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.errors import GraftError
+from pipeline.io import write_json_atomic
+from pipeline.params import Params, load_params
+from pipeline.publish import publish
+from pipeline.registry import Registry
+
+
+def _via_dvc(params_file: Path, overrides: list[str] | None) -> bool:
+    return (not overrides and Path("dvc.yaml").exists() and Path(".dvc").is_dir()
+            and params_file.resolve() == Path("params.yaml").resolve())
+
+
+def _in_process(p: Params, params_file: Path, console: Console) -> None:
+    from pipeline.evaluate import run_evaluate
+    from pipeline.export import run_export
+    from pipeline.prepare import run_prepare
+    from pipeline.select import run_select
+    from pipeline.train import run_train
+    from pipeline.validate import run_validate
+
+    paths = p.paths
+    steps = [("prepare", lambda: run_prepare(p, paths.prepare)),
+             ("validate", lambda: run_validate(p, paths.prepare, paths.validate_, params_file)),
+             ("select", lambda: run_select(p, paths.validate_, paths.select)),
+             ("train", lambda: run_train(p, paths.validate_, paths.select, paths.train)),
+             ("evaluate", lambda: run_evaluate(p, paths.train, paths.validate_, paths.evaluate)),
+             ("export", lambda: run_export(p, paths.train, paths.validate_, paths.export))]
+    for name, step in steps:
+        console.print(f"[bold]{name}[/] ...")
+        step()
+
+
+def run_pipeline(params_file: Path, overrides: list[str] | None, console: Console) -> dict[str, Any]:
+    p = load_params(params_file, overrides)
+    registry = Registry(p.paths.registry)
+    with registry.lock():  # one run at a time: a second is refused, not interleaved
+        if _via_dvc(params_file, overrides):
+            console.print("[bold]dvc repro[/] (unchanged stages are skipped)")
+            # stage commands call `graft`: the one beside this interpreter, venv activated or not
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], env=env)
+            if proc.returncode:
+                raise GraftError(f"dvc repro failed (exit {proc.returncode}); its output is above")
+            via = "dvc repro"
+        else:
+            console.print(f"running the stages in-process ({params_file} is not the DVC workspace's params.yaml"
+                          f"{' or --set was given' if overrides else ''})")
+            _in_process(p, params_file, console)
+            via = "in-process"
+        paths = p.paths
+        out = Path(paths.train).parent
+        summary = publish(p, Path(paths.validate_), Path(paths.train), Path(paths.evaluate), Path(paths.export),
+                          out, locked=registry)
+    summary["via"] = via
+    write_json_atomic(out / "run-summary.json", summary)
+    summary["summary_path"] = str(out / "run-summary.json")
+    return summary

@@ -1,0 +1,145 @@
+"""The registry: atomic versions and champion pointer, lock, kill -9, promotion through the gate."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import REPO, colour_images
+
+from pipeline.registry import Registry, RegistryBusy, RegistryError
+
+
+def _version(reg, tmp_path, status="blessed", tag="a"):
+    src = tmp_path / f"src-{tag}"
+    (src / "model").mkdir(parents=True, exist_ok=True)
+    (src / "model" / "model.safetensors").write_bytes(tag.encode() * 1000)
+    return reg.register({"model": src / "model"}, status, {"model": tag}, f"# card {tag}\n")
+
+
+def test_register_promote_rollback(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    with reg.lock():
+        v1 = _version(reg, tmp_path, tag="a")
+        reg.promote(v1.name)
+        v2 = _version(reg, tmp_path, tag="b")
+        reg.promote(v2.name)
+        v3 = _version(reg, tmp_path, status="rejected", tag="c")
+        with pytest.raises(RegistryError, match=r"v0003 is rejected; only a blessed version becomes champion"):
+            reg.promote(v3.name)
+        assert [v.name for v in reg.list()] == ["v0001", "v0002", "v0003"] and reg.champion() == "v0002"
+        assert reg.rollback() == "v0001" and reg.champion() == "v0001"
+        with pytest.raises(RegistryError, match="nothing to roll back to"):
+            reg.rollback()
+        with pytest.raises(RegistryError, match=r"no model version 'v0009'.*v0001, v0002, v0003"):
+            reg.get("v0009")
+    assert (reg.get("v0001").path / "card.md").read_text() == "# card a\n"
+
+
+def test_a_second_process_is_refused_while_the_lock_is_held(tmp_path):
+    root = tmp_path / "registry"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pipeline.registry import Registry
+        with Registry({str(root)!r}).lock():
+            print("locked", flush=True)
+            time.sleep(30)
+    """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RegistryBusy, match=rf"another graft run \(pid {holder.pid}\)"), Registry(root).lock():
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Registry(root).lock():  # free again once the holder is gone
+        pass
+
+
+KILL_LOOP = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from pipeline.registry import Registry
+    root, src = Path(sys.argv[1]), Path(sys.argv[2])
+    reg = Registry(root)
+    with reg.lock():
+        while True:
+            v = reg.register({"model": src}, "blessed", {}, "card")
+            reg.promote(v.name)
+            print(v.name, flush=True)
+""")
+
+
+def test_kill_9_at_any_moment_leaves_the_registry_consistent(tmp_path):
+    root, src = tmp_path / "registry", tmp_path / "src"
+    src.mkdir()
+    for i in range(20):  # enough bytes that copies take a moment
+        (src / f"w{i}.bin").write_bytes(os.urandom(200_000))
+    rng = random.Random(0)
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_LOOP, str(root), str(src)], cwd=REPO,
+                                stdout=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.8, 2.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reg = Registry(root)
+        with reg.lock():  # the lock is free again, and stale temp folders are swept
+            versions = reg.list()
+            assert not list(reg.versions.glob(".tmp-*"))
+            for v in versions:  # every visible version is complete
+                assert len(list((v.path / "model").iterdir())) == 20 and v.status == "blessed"
+            champion = reg.champion()
+            if champion is not None:
+                assert champion in {v.name for v in versions}
+    assert len(Registry(root).list()) > 0
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_timm_dir):
+    from pipeline.evaluate import run_evaluate
+    from pipeline.export import run_export
+    from pipeline.params import parse_params
+    from pipeline.prepare import prepare_data
+    from pipeline.publish import publish
+    from pipeline.train import train_model
+
+    data = colour_images(tmp_path / "imgs", per_class=40)
+    p = parse_params({"data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
+                      "train": {"epochs": 1, "probe_epochs": 30},
+                      "export": {"latency_runs": 3, "quantize": False},
+                      "gate": {"bounds": {"macro_f1": {"min": 0.0}}, "change": {"macro_f1": {"min_abs": 0.0}}},
+                      "paths": {"cache": str(tmp_path / "cache"), "registry": str(tmp_path / "registry")}})
+    manifest = prepare_data(data, p.data, p.prepare).manifest
+
+    def cycle(name, frame):
+        d = tmp_path / name
+        (d / "val").mkdir(parents=True)
+        frame.to_parquet(d / "val" / "manifest.parquet")
+        train_model(frame, ["blue", "red"], data, {"chosen": {"name": "test_efficientnet",
+                                                              "weights": str(tiny_timm_dir)},
+                                                   "strategy": "linear_probe"}, p, d / "train")
+        run_evaluate(p, d / "train", d / "val", d / "ev")
+        run_export(p, d / "train", d / "val", d / "ex")
+        return publish(p, d / "val", d / "train", d / "ev", d / "ex", d)
+
+    first = cycle("good", manifest)
+    assert first["status"] == "blessed" and first["promoted"] and first["champion"] == "v0001"
+    # A permutation of the labels still leaves this easy task separable (seen: test macro-F1 1.0,
+    # only the loss worse), so the worse model is trained with the two classes swapped.
+    swapped = manifest.copy()
+    train = swapped["split"] == "train"
+    swapped.loc[train, "label"] = swapped.loc[train, "label"].map({"blue": "red", "red": "blue"})
+    second = cycle("swapped", swapped)
+    assert second["status"] == "rejected" and not second["promoted"], (first["test_metrics"], second["test_metrics"], second["gate"])
+    assert second["champion"] == "v0001" and second["version"] == "v0002"
+    assert any(r.startswith("change.macro_f1.abs") for r in second["gate"]["reasons"])
+    reg = Registry(tmp_path / "registry")
+    assert reg.get("v0002").status == "rejected"
+    saved_gate = json.loads((reg.get("v0002").path / "gate.json").read_text())
+    assert saved_gate["status"] == "rejected" and saved_gate["champion"] == "v0001"
+    card = (reg.get("v0002").path / "card.md").read_text()
+    assert "**Status:** rejected" in card and "| change.macro_f1.abs |" in card and "**fail**" in card
