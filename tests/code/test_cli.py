@@ -81,3 +81,34 @@ def test_demo_data_is_deterministic(tmp_path):
     assert len(files) == 181  # 3 x 60 images and the CSV
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_graft_run_models_promote_rollback(tmp_path, tiny_timm_dir):
+    import json
+
+    from conftest import colour_images
+
+    data = colour_images(tmp_path / "imgs", per_class=30)
+    p = _params(tmp_path, f"""
+data: {{path: {data}}}
+validate: {{labels: [blue, red]}}
+select: {{candidates: [{{name: test_efficientnet, weights: {tiny_timm_dir}}}], cv_folds: 3, latency_runs: 2}}
+train: {{epochs: 1, probe_epochs: 20}}
+export: {{latency_runs: 3, quantize: false}}
+paths: {{prepare: {tmp_path}/o/prep, validate: {tmp_path}/o/val, select: {tmp_path}/o/sel, train: {tmp_path}/o/train,
+        evaluate: {tmp_path}/o/ev, export: {tmp_path}/o/ex, registry: {tmp_path}/reg, cache: {tmp_path}/cache}}
+""")
+    code, out = _run("run", "--params", p)
+    assert code == 0, out
+    assert "registered as v0001" in out and "blessed" in out and "in-process" in out
+    summary = json.loads((tmp_path / "o" / "run-summary.json").read_text())
+    assert summary["version"] == "v0001" and summary["promoted"] and summary["gate"]["status"] == "blessed"
+    assert {c["name"] for c in summary["gate"]["criteria"]} >= {"macro_f1", "onnx_parity"}
+    code, out = _run("run", "--params", p)  # nothing changed: nothing new to gate
+    assert code == 0 and "identical to the champion v0001" in out
+    code, out = _run("models", "--params", p)
+    assert code == 0 and "v0001" in out and "blessed" in out
+    code, out = _run("rollback", "--params", p)
+    assert code == 2 and "nothing to roll back to" in out
+    code, out = _run("promote", "v0007", "--params", p)
+    assert code == 2 and "no model version 'v0007'" in out
