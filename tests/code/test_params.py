@@ -28,7 +28,7 @@ def test_sections_are_frozen():
     ("raw", "expected"),
     [
         ({"prepare": {"splt": {}}}, ["unknown key 'prepare.splt'", "Did you mean 'prepare.split'"]),
-        ({"bogus": 1}, ["unknown key 'bogus'", "data, prepare, validate, select, train, paths"]),
+        ({"bogus": 1}, ["unknown key 'bogus'", "Known keys here: data, prepare, validate, select, train"]),
         ({"validate": {"image": {"min_widht": 3}}}, ["validate.image.min_widht", "min_width"]),
         ({"prepare": {"seed": "abc"}}, ["prepare.seed", "valid integer", "'abc'"]),
         ({"prepare": {"split": {"train": "0.7"}}}, ["prepare.split.train", "valid number"]),
