@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from graft import render
 from pipeline.errors import GraftError
 from pipeline.io import write_json_atomic
 from pipeline.params import Params, load_params
@@ -31,15 +32,24 @@ def _in_process(p: Params, params_file: Path, console: Console) -> None:
     from pipeline.validate import run_validate
 
     paths = p.paths
-    steps = [("prepare", lambda: run_prepare(p, paths.prepare)),
-             ("validate", lambda: run_validate(p, paths.prepare, paths.validate_, params_file)),
-             ("select", lambda: run_select(p, paths.validate_, paths.select)),
-             ("train", lambda: run_train(p, paths.validate_, paths.select, paths.train)),
-             ("evaluate", lambda: run_evaluate(p, paths.train, paths.validate_, paths.evaluate)),
-             ("export", lambda: run_export(p, paths.train, paths.validate_, paths.export))]
-    for name, step in steps:
-        console.print(f"[bold]{name}[/] ...")
-        step()
+    epoch = lambda _e, row: render.epoch(console, row)  # noqa: E731
+    steps = [
+        ("prepare", lambda: run_prepare(p, paths.prepare),
+         lambda r: render.prepare_summary(console, r.summary(), Path(paths.prepare))),
+        ("validate", lambda: run_validate(p, paths.prepare, paths.validate_, params_file),
+         lambda r: render.validation_summary(console, r.summary(), Path(paths.validate_))),
+        ("select", lambda: run_select(p, paths.validate_, paths.select),
+         lambda r: render.leaderboard(console, r, Path(paths.select))),
+        ("train", lambda: run_train(p, paths.validate_, paths.select, paths.train, log=epoch),
+         lambda r: render.train_summary(console, r)),
+        ("evaluate", lambda: run_evaluate(p, paths.train, paths.validate_, paths.evaluate),
+         lambda r: render.evaluation_summary(console, r, Path(paths.evaluate))),
+        ("export", lambda: run_export(p, paths.train, paths.validate_, paths.export),
+         lambda r: render.export_summary(console, r)),
+    ]
+    for name, step, show in steps:
+        console.rule(name)
+        show(step())
 
 
 def run_pipeline(params_file: Path, overrides: list[str] | None, console: Console) -> dict[str, Any]:
