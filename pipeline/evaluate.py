@@ -27,7 +27,7 @@ from sklearn.metrics import (
 
 from pipeline.data import image_transform, make_loader
 from pipeline.errors import GraftError
-from pipeline.export import load_trained
+from pipeline.export import trained_and_test
 from pipeline.io import write_atomic, write_json_atomic, write_parquet_atomic
 from pipeline.metrics import classification_metrics
 from pipeline.models import Backbone, Classifier
@@ -190,12 +190,8 @@ def evaluate_model(clf: Classifier, view: Backbone, labels: list[str], test: pd.
 def run_evaluate(params: Params, train_dir: str | Path, validated_dir: str | Path,
                  out_dir: str | Path) -> EvaluationResult:
     """Stage entry: metrics.json (DVC metrics), confusion and reliability PNGs, predictions."""
-    model_dir, out = Path(train_dir) / "model", Path(out_dir)
-    if not (model_dir / "model.json").exists():
-        raise GraftError(f"{model_dir}/model.json does not exist; run `graft train` first")
-    clf, info, view = load_trained(model_dir)
-    manifest = pd.read_parquet(Path(validated_dir) / "manifest.parquet")
-    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    out = Path(out_dir)
+    clf, info, view, test = trained_and_test(train_dir, validated_dir)
     labels = info["labels"]
     ev = params.evaluate
     result, probs = evaluate_model(clf, view, labels, test, Path(params.data.path), ev.slices, ev.ece_bins)

@@ -94,6 +94,19 @@ def load_trained(model_dir: Path) -> tuple[Classifier, dict[str, Any], Backbone]
     return clf, info, view
 
 
+def test_split(validated_dir: str | Path) -> pd.DataFrame:
+    manifest = pd.read_parquet(Path(validated_dir) / "manifest.parquet")
+    return manifest[manifest["split"] == "test"].reset_index(drop=True)
+
+
+def trained_and_test(train_dir: str | Path, validated_dir: str | Path) -> tuple[Classifier, dict[str, Any], Backbone, pd.DataFrame]:
+    """train's model and validate's test split: what evaluate and export both start from."""
+    model_dir = Path(train_dir) / "model"
+    if not (model_dir / "model.json").exists():
+        raise GraftError(f"{model_dir}/model.json does not exist; run `graft train` first")
+    return (*load_trained(model_dir), test_split(validated_dir))
+
+
 def input_names(modality: str) -> list[str]:
     return ["input"] if modality == "image" else ["input_ids", "attention_mask"]
 
@@ -217,13 +230,8 @@ def _quantize(src: Path, dst: Path) -> Path:
 def run_export(params: Params, train_dir: str | Path, validated_dir: str | Path,
                out_dir: str | Path) -> ExportResult:
     """Stage entry: export, check parity and latency, write model.onnx (+int8) and export.json."""
-    ep = params.export
-    model_dir, out = Path(train_dir) / "model", Path(out_dir)
-    if not (model_dir / "model.json").exists():
-        raise GraftError(f"{model_dir}/model.json does not exist; run `graft train` first")
-    clf, info, view = load_trained(model_dir)
-    manifest = pd.read_parquet(Path(validated_dir) / "manifest.parquet")
-    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    ep, out, model_dir = params.export, Path(out_dir), Path(train_dir) / "model"
+    clf, info, view, test = trained_and_test(train_dir, validated_dir)
     labels = info["labels"]
     targets = test["label"].map({lbl: i for i, lbl in enumerate(labels)}).astype(int).tolist()
     root = Path(params.data.path)

@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from pipeline.data import make_loader
 from pipeline.errors import GraftError
 from pipeline.evaluate import predict_probs, summary_metrics
-from pipeline.export import load_trained
+from pipeline.export import load_trained, test_split
 from pipeline.gate import GateDecision, decide, paired_bootstrap
 from pipeline.io import write_json_atomic
 from pipeline.params import Params, section_dict
@@ -143,8 +143,7 @@ def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: 
     metrics, parity_ok, exported = challenger_metrics(evaluate_dir, export_dir)
     evaluation = _read(evaluate_dir / "evaluation.json", "evaluate")
     slices = {f"{col}={val}": m for col, values in evaluation["slices"].items() for val, m in values.items()}
-    manifest = pd.read_parquet(validated_dir / "manifest.parquet")
-    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    test = test_split(validated_dir)
     preds = pd.read_parquet(evaluate_dir / "predictions.parquet")
     info = _read(train_dir / "model" / "model.json", "train")
     champ = score_champion(registry, test, Path(params.data.path)) if params.gate.change else None
