@@ -99,3 +99,20 @@ def test_freeze_labels_keeps_comments_and_layout(tmp_path):
     assert "# top comment" in text and "# inferred" in text and "labels: [cat, dog]" in text
     assert load_params(path).validate_.labels == ["cat", "dog"]
     assert load_params(path).validate_.min_per_class.train == 2
+
+
+def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.io import write_atomic, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    write_atomic(tmp_path / "w.safetensors", lambda p: save_file({"t": torch.zeros(2)}, str(p)))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("a.txt", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "w.safetensors"]
