@@ -16,13 +16,14 @@ DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")
 
 def run_demo(console: Console) -> None:
     done: list[str] = []
-    for modality, params_file in DEMOS.items():
+    for modality, params_file in DEMOS.items():  # all data first: both live under the DVC-tracked data/raw
         if not params_file.exists():
             raise FileNotFoundError(f"{params_file} not found: run the demo from the repository root")
         data = Path(load_params(params_file).data.path)
         if not data.exists():
             (make_image_demo if modality == "image" else make_text_demo)(data)
             done.append(f"generated the {modality} demo data in {data}")
+    for modality, params_file in DEMOS.items():
         console.rule(f"{modality} demo: graft run --params {params_file}")
         s = run_pipeline(params_file, None, console)
         render.run_summary(console, s)
