@@ -146,7 +146,10 @@ def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: 
     test = test_split(validated_dir)
     preds = pd.read_parquet(evaluate_dir / "predictions.parquet")
     info = _read(train_dir / "model" / "model.json", "train")
-    champ = score_champion(registry, test, Path(params.data.path)) if params.gate.change else None
+    compare = bool(params.gate.change) or params.gate.require_significant
+    champ = score_champion(registry, test, Path(params.data.path)) if current and compare else None
+    # a champion without change bounds is still a champion: not the first-run policy
+    champion_metrics = champ[1] if champ else ({} if current else None)
     interval = None
     if champ is not None and params.gate.primary in _METRIC_FNS:
         labels = info["labels"]
@@ -155,14 +158,14 @@ def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: 
         b = params.gate.bootstrap
         interval = paired_bootstrap(y, new, champ[2], _METRIC_FNS[params.gate.primary], b.samples,
                                     b.confidence, b.seed)
-    decision = decide(metrics, champ[1] if champ else None, params.gate, interval=interval,
+    decision = decide(metrics, champion_metrics, params.gate, interval=interval,
                       slices=slices, parity_passed=parity_ok)
-    gate_record = {**decision.to_dict(), "champion": champ[0] if champ else None,
+    gate_record = {**decision.to_dict(), "champion": current,
                    "champion_metrics": champ[1] if champ else None, "interval": interval}
     write_json_atomic(out_dir / "gate.json", gate_record)
     files = {"model": train_dir / "model", "onnx": export_dir, "metrics.json": evaluate_dir / "metrics.json",
              "evaluation.json": evaluate_dir / "evaluation.json", "gate.json": out_dir / "gate.json"}
-    card = model_card("next version", info, decision, metrics, exported, params, champ[0] if champ else None)
+    card = model_card(registry.next_name(), info, decision, metrics, exported, params, current)
     summary = {"test": metrics, "strategy": info["strategy"], "model": info["name"]}
     version = registry.register(files, decision.status, summary, card)
     promoted = False
@@ -170,6 +173,6 @@ def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: 
         registry.promote(version.name)
         promoted = True
     return {"version": version.name, "status": decision.status, "promoted": promoted,
-            "champion": registry.champion(), "previous_champion": champ[0] if champ else None,
+            "champion": registry.champion(), "previous_champion": current,
             "gate": gate_record, "test_metrics": metrics, "model": info["name"], "strategy": info["strategy"],
             "parity": exported["parity"], "data_version": data_version()}

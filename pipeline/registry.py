@@ -102,14 +102,17 @@ class Registry:
         names = sorted(p.name for p in self.versions.iterdir() if p.name.startswith("v") and p.is_dir())
         return [self.get(n) for n in names]
 
+    def next_name(self) -> str:
+        """The name the next registered version gets (stable while the lock is held)."""
+        return f"v{max((int(v.name[1:]) for v in self.list()), default=0) + 1:04d}"
+
     # ---------------------------------------------------------------- writing (hold the lock)
 
     def register(self, files: dict[str, Path], status: str, summary: dict[str, Any], card: str) -> Version:
         """Copy `files` (name in the version -> source file or folder) into a new version."""
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}")
-        existing = [int(v.name[1:]) for v in self.list()]
-        name = f"v{max(existing, default=0) + 1:04d}"
+        name = self.next_name()
         tmp = self.versions / f".tmp-{name}-{os.getpid()}"
         tmp.mkdir(parents=True)
         for dest, src in files.items():

@@ -128,3 +128,8 @@ def test_paired_bootstrap_interval_brackets_the_true_difference():
     assert lo < diff < hi and lo > 0  # a 10-point gain on 2,000 examples is significant
     lo2, hi2 = paired_bootstrap(y, old, old, lambda a, b: f1_score(a, b, average="macro"), 300, 0.95, 0)
     assert lo2 == hi2 == 0.0
+
+
+def test_an_existing_champion_without_change_bounds_is_not_a_first_run():
+    d = decide(GOOD, {}, gate(change={}, first_run="require_manual"))
+    assert d.status == "blessed" and d.reasons == ["every bound holds against the champion"]

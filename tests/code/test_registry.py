@@ -142,4 +142,5 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
     saved_gate = json.loads((reg.get("v0002").path / "gate.json").read_text())
     assert saved_gate["status"] == "rejected" and saved_gate["champion"] == "v0001"
     card = (reg.get("v0002").path / "card.md").read_text()
+    assert card.startswith("# Model card: v0002") and "Compared with champion: v0001" in card
     assert "**Status:** rejected" in card and "| change.macro_f1.abs |" in card and "**fail**" in card
