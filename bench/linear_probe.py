@@ -109,7 +109,7 @@ def main() -> None:
             start = time.perf_counter()
             xtr = embed_frame(backbone, train, REPO, Path(cache))
             xva = embed_frame(backbone, val, REPO, Path(cache))
-            _, hist, _ = fit_probe_head(xtr, ytr, xva, yva, len(labels), tp)
+            _, hist, _, _ = fit_probe_head(xtr, ytr, xva, yva, len(labels), tp)
             cached_s.append(time.perf_counter() - start)
         cached = {k.removeprefix("val_"): v for k, v in hist[-1].items() if k.startswith("val_")}
         mu = xtr.mean(0)

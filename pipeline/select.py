@@ -28,7 +28,6 @@ from pipeline.errors import GraftError, ParamsError
 from pipeline.features import embed_frame
 from pipeline.io import write_json_atomic, write_text_atomic
 from pipeline.models import (
-    Backbone,
     Classifier,
     UnsupportedCandidate,
     WeightsNotFound,
@@ -142,13 +141,13 @@ def choose_strategy(sp: SelectParams, modality: str, n_min: int, probe_f1: float
 
 
 def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: Path,
-           sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int) -> tuple[CandidateScore, Backbone | None]:
+           sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int) -> CandidateScore:
     try:
         backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length,
                                  pretrained=cand.pretrained)
     except (WeightsNotFound, UnsupportedCandidate) as exc:
         return CandidateScore(display_name(cand.name, cand.pretrained), cand.weights, "unavailable",
-                              str(exc), pretrained=cand.pretrained, candidate=cand.name), None
+                              str(exc), pretrained=cand.pretrained, candidate=cand.name)
     start = time.perf_counter()
     feats = embed_frame(backbone, sample, root, cache, batch_size=sp.batch_size)
     embed_s = time.perf_counter() - start
@@ -165,7 +164,7 @@ def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cac
         over.append(f"{params} parameters > select.max_params={sp.max_params}")
     status = "over budget" if over else "ok"
     return CandidateScore(backbone.name, cand.weights, status, "; ".join(over), acc, f1, f1_std, params,
-                          size, latency, embed_s, cand.pretrained, cand.name), backbone
+                          size, latency, embed_s, cand.pretrained, cand.name)
 
 
 def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, params: Params) -> SelectResult:
@@ -179,12 +178,8 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     modality = str(manifest["modality"].iloc[0])
     sample = stratified_sample(train, sp.sample_per_class, params.prepare.seed)
     y = sample["label"].map({lbl: i for i, lbl in enumerate(labels)}).to_numpy()
-    scores = []
-    for cand in sp.candidates:
-        score, backbone = _score(cand, sample, y, root, Path(params.paths.cache), sp, params.prepare.seed,
-                                 modality, params.train.max_length, len(labels))
-        scores.append(score)
-        del backbone
+    scores = [_score(cand, sample, y, root, Path(params.paths.cache), sp, params.prepare.seed, modality,
+                     params.train.max_length, len(labels)) for cand in sp.candidates]
     usable = [s for s in scores if s.status == "ok"]
     if not usable:
         lines = "\n  - ".join(f"{s.name}: {s.status}: {s.reason}" for s in scores)

@@ -89,7 +89,8 @@ class WeightedCrossEntropy(nn.Module):
 
 
 def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, n: int,
-                   tp: TrainParams, log: EpochLog | None = None) -> tuple[nn.Linear, list[dict[str, float]], dict[str, float]]:
+                   tp: TrainParams, log: EpochLog | None = None
+                   ) -> tuple[nn.Linear, list[dict[str, float]], dict[str, float], int]:
     """Train a linear head on cached features; centring and scaling are folded into its weights.
 
     One global scale, not one per dimension: a near-constant feature would otherwise get a huge
@@ -108,7 +109,7 @@ def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nd
     loss_fn = WeightedCrossEntropy(class_weights(ytr, n) if tp.class_weighting else None, tp.label_smoothing)
     gen = torch.Generator().manual_seed(tp.seed)
     batch = tp.batch_size
-    best, best_state, history, stale = None, None, [], 0
+    best, best_state, best_epoch, history, stale = None, None, 0, [], 0
     for epoch in range(tp.probe_epochs):
         head.train()
         total = 0.0
@@ -125,7 +126,8 @@ def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nd
         if log:
             log(epoch, row)
         if better(val, best):
-            best, best_state, stale = val, {k: v.clone() for k, v in head.state_dict().items()}, 0
+            best, best_epoch, stale = val, epoch, 0
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
         else:
             stale += 1
             if stale >= max(tp.patience * 10, 20):
@@ -135,7 +137,7 @@ def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nd
         w = head.weight / torch.from_numpy(sd).float()
         head.bias -= w @ torch.from_numpy(mu).float()
         head.weight.copy_(w)
-    return head, history, best
+    return head, history, best, best_epoch
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -168,10 +170,15 @@ def _ckpt_paths(out: Path) -> tuple[Path, Path]:
     return out / "checkpoints" / "last.safetensors", out / "checkpoints" / "last_state.pt"
 
 
+def _save_weights(path: Path, module: nn.Module) -> None:
+    """The module's state dict as safetensors, written atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    write_atomic(path, lambda p: save_file(tensors, str(p)))
+
+
 def _save_checkpoint(out: Path, clf: Classifier, state: dict[str, Any]) -> None:
     weights, meta = _ckpt_paths(out)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
-    write_atomic(weights, lambda p: save_file(tensors, str(p)))
+    _save_weights(weights, clf)
     write_atomic(meta, lambda p: torch.save(state, p))
 
 
@@ -247,8 +254,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     weights_path, state_path = _ckpt_paths(out)
     best_path = out / "checkpoints" / "best.safetensors"
     if dist.main and not (resume and state_path.exists()):  # the probe-initialised model is the bar
-        tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
-        write_atomic(best_path, lambda p: save_file(tensors, str(p)))
+        _save_weights(best_path, clf)
     dist.barrier()
     if resume and state_path.exists():
         clf.load_state_dict(load_file(str(weights_path), device=str(device)))
@@ -288,8 +294,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         state["epoch"] = epoch
         if dist.main:
             if improved:
-                tensors = {k_: v.detach().cpu().contiguous() for k_, v in clf.state_dict().items()}
-                write_atomic(best_path, lambda p, t=tensors: save_file(t, str(p)))
+                _save_weights(best_path, clf)
             _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                         "progress": state})
         dist.barrier()
@@ -324,14 +329,13 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     cache = Path(params.paths.cache)
     feats = {s: embed_frame(backbone, f, root, cache, batch_size=tp.batch_size) for s, f in frames.items()
              if s != "test" or strategy == "linear_probe"}
-    head, probe_hist, probe_val = fit_probe_head(feats["train"], np.array(targets["train"]), feats["val"],
+    head, probe_hist, probe_val, probe_best = fit_probe_head(feats["train"], np.array(targets["train"]), feats["val"],
                                                  np.array(targets["val"]), n, tp,
                                                  log if strategy == "linear_probe" else None)
     clf = Classifier(backbone.module, backbone.dim, n)
     clf.head.load_state_dict(head.state_dict())
     if strategy == "linear_probe":
-        history, val, best_epoch = probe_hist, probe_val, max(range(len(probe_hist)),
-                                                             key=lambda i: (probe_hist[i]["val_macro_f1"], -probe_hist[i]["val_loss"]))
+        history, val, best_epoch = probe_hist, probe_val, probe_best
         with torch.no_grad():
             test = classification_metrics(np.array(targets["test"]), clf.head(torch.from_numpy(feats["test"])).numpy(), n)
     else:
@@ -345,8 +349,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     model_dir = out / "model"
     if init_distributed(tp.device).main:
         info = save_backbone_config(backbone, model_dir)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}
-        write_atomic(model_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
+        _save_weights(model_dir / "model.safetensors", clf)
         write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
                                                      "strategy": strategy, "best_epoch": best_epoch})
     return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
