@@ -181,3 +181,10 @@ def spam_texts(path: Path, per_class: int = 40) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(rows)
     return path
+
+
+def tiny_task(tmp_path: Path, modality: str) -> tuple[Path, list[str], str]:
+    """A learnable dataset and the tiny model name for it: (data path, labels, candidate name)."""
+    if modality == "image":
+        return colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
+    return spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"

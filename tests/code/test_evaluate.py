@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import colour_images, spam_texts
+from conftest import tiny_task
 from PIL import Image
 
 from pipeline.errors import GraftError
@@ -22,12 +22,9 @@ from pipeline.train import train_model
 
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_run_evaluate_writes_metrics_plots_and_predictions(tmp_path, tiny_timm_dir, tiny_bert_dir, modality):
-    if modality == "image":
-        data, labels, name, w = colour_images(tmp_path / "d", 30), ["blue", "red"], "test_efficientnet", tiny_timm_dir
-        slices = ["size_bucket"]
-    else:
-        data, labels, name, w = spam_texts(tmp_path / "d.csv", 40), ["ham", "spam"], "tiny-bert", tiny_bert_dir
-        slices = ["length_bucket", "split_source"]
+    data, labels, name = tiny_task(tmp_path, modality)
+    w = tiny_timm_dir if modality == "image" else tiny_bert_dir
+    slices = ["size_bucket"] if modality == "image" else ["length_bucket", "split_source"]
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
                       "train": {"epochs": 1, "probe_epochs": 20, "max_length": 16},
                       "evaluate": {"slices": slices}, "paths": {"cache": str(tmp_path / "cache")}})

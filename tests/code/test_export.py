@@ -5,7 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import colour_images, spam_texts
+from conftest import tiny_task
 
 from pipeline.export import ExportParityError, load_trained, ort_session, run_export
 from pipeline.params import parse_params
@@ -14,10 +14,7 @@ from pipeline.train import train_model
 
 
 def _trained(tmp_path, modality, weights, **export):
-    if modality == "image":
-        data, labels, name = colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
-    else:
-        data, labels, name = spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"
+    data, labels, name = tiny_task(tmp_path, modality)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
                       "train": {"epochs": 1, "batch_size": 16, "probe_epochs": 10, "max_length": 16},
                       "export": {"latency_runs": 3, **export}, "paths": {"cache": str(tmp_path / "cache")}})

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import colour_images, spam_texts
+from conftest import tiny_task
 from safetensors.torch import load_file
 
 from pipeline.models import rebuild_classifier
@@ -19,10 +19,7 @@ class Stop(Exception):
 
 
 def _setup(tmp_path, modality, weights, **train):
-    if modality == "image":
-        data, labels, name = colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
-    else:
-        data, labels, name = spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"
+    data, labels, name = tiny_task(tmp_path, modality)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
                       "train": {"epochs": 3, "batch_size": 8, "lr": 3e-4, "head_lr": 3e-3, "probe_epochs": 30,
                                 "warmup_epochs": 0.5, "max_length": 16, "patience": 5, **train},
