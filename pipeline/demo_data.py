@@ -11,7 +11,7 @@ import io
 import random
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from pipeline.io import write_text_atomic
 
@@ -43,6 +43,39 @@ _TOPICS = {
         ["since yesterday.", "and the link has expired.", "after the update.", "with an unknown error.",
          "even with the right password.", "every time I try.", "please help me get back in.",
          "on every browser."],
+    ),
+}
+
+
+# Production after a shift: the same three intents, in the words of a new product line and a
+# new customer base (vocabulary the training data never used, some of it not ASCII).
+_SHIFTED_TOPICS = {
+    "billing": (
+        ["Mi factura de", "Crypto wallet top-up for", "The instalment plan on", "Klarna split for",
+         "Gutschrift fehlt für", "Reembolso pendiente de", "Wire transfer fee on", "Prorated credit for"],
+        ["the solar panel lease", "mi suscripción anual", "the e-bike rental", "die Jahresgebühr",
+         "the NFT marketplace pass", "the café loyalty tier", "el plan familiar", "the co-working desk"],
+        ["shows a double débito.", "was deducted twice, ¿por qué?", "needs a rectified invoice.",
+         "has the wrong IBAN.", "was never credited back.", "charged in euros, not dollars.",
+         "still says überfällig.", "is 12 € too high."],
+    ),
+    "delivery": (
+        ["The drone drop-off of", "Mi pedido de", "Locker pickup for", "Das Paket mit",
+         "Same-day courier with", "Cargo bike delivery of", "El envío de", "Click-and-collect for"],
+        ["the espresso machine", "los auriculares", "the kayak paddles", "dem Gaming-Monitor",
+         "the sourdough starter kit", "the vinyl records", "la bicicleta plegable", "the aquarium pump"],
+        ["is stuck in customs.", "llegó roto.", "went to the neighbour's locker.", "ist verschwunden.",
+         "shows delivered but isn't here.", "needs a new time slot.", "was returned to sender.",
+         "lleva dos semanas de retraso."],
+    ),
+    "login": (
+        ["The passkey for", "Mi contraseña de", "Face ID unlock of", "Das Konto bei",
+         "The SSO redirect for", "Biometric sign-on to", "El código SMS para", "Magic link login to"],
+        ["the smartwatch companion app", "la banca móvil", "the smart-home hub", "der Steuer-Software",
+         "the Okta workspace", "the VR headset portal", "mi perfil de empresa", "the kiosk terminal"],
+        ["no funciona desde ayer.", "loops back to the start.", "ist gesperrt.",
+         "rejects my authenticator.", "expired before it arrived.", "says token invalid.",
+         "pide verificación otra vez.", "fails after the firmware update."],
     ),
 }
 
@@ -100,3 +133,43 @@ def make_demo_data(raw_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     raw = Path(raw_dir)
     return {"image": make_image_demo(raw / "images", seed=seed),
             "text": make_text_demo(raw / "tickets.csv", seed=seed)}
+
+
+def shift_image(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A production shift: a brighter, blurred, rotated camera."""
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(1.6, 2.0))
+    img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.5, 2.5)))
+    return img.rotate(rng.uniform(20, 40), resample=Image.BILINEAR)
+
+
+def make_image_batch(root: str | Path, per_class: int, seed: int, shifted: bool = False,
+                     size: int = 64, prefix: str = "batch") -> Path:
+    """New labelled images in class folders (as a labelling team would deliver them)."""
+    root = Path(root)
+    for shape in SHAPES:
+        rng = random.Random(f"{prefix}:{seed}:{shape}:{shifted}")
+        folder = root / shape
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = _shape_image(shape, rng, size)
+            (shift_image(img, rng) if shifted else img).save(folder / f"{prefix}{seed}_{shape}_{i:04d}.png")
+    return root
+
+
+def text_rows(per_class: int, seed: int, shifted: bool = False) -> list[tuple[str, str]]:
+    topics = _SHIFTED_TOPICS if shifted else _TOPICS
+    rows = []
+    for label, (starts, objects, ends) in topics.items():
+        rng = random.Random(f"{seed}:{label}:{shifted}")
+        rows += [(f"{rng.choice(starts)} {rng.choice(objects)}, {rng.choice(ends)}", label) for _ in range(per_class)]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def make_text_batch(path: str | Path, per_class: int, seed: int, shifted: bool = False) -> Path:
+    """New labelled `text,label` rows (repeats allowed, as in real traffic)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows(text_rows(per_class, seed, shifted))
+    return write_text_atomic(path, buf.getvalue())

@@ -263,6 +263,11 @@ def run_export(params: Params, train_dir: str | Path, validated_dir: str | Path,
     if info["modality"] == "text":
         shutil.copytree(model_dir / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     save_resolved(params, out, "export")
+    if not reasons:  # the drift reference: the training data as this model sees it, kept with the version
+        from pipeline.monitor import build_reference
+
+        manifest = pd.read_parquet(Path(validated_dir) / "manifest.parquet")
+        build_reference(out, manifest, root, ep.reference_size, seed=params.prepare.seed)
     if reasons:
         raise ExportParityError("ONNX export does not match PyTorch: " + "; ".join(reasons) +
                                 f" (report: {out / 'export.json'})")

@@ -178,6 +178,7 @@ class ExportParams(Section):
     max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
     quantize: bool = Field(True, description="also write a dynamic int8 model, checked the same way")
     latency_runs: int = Field(30, ge=3)
+    reference_size: int = Field(2000, ge=50, description="training examples profiled as the drift reference")
 
 
 class EvaluateParams(Section):
@@ -213,6 +214,31 @@ class GateParams(Section):
     first_run: Literal["bless_on_value_bounds", "require_manual"] = "bless_on_value_bounds"
 
 
+class ServeParams(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model: Literal["fp32", "int8"] = "fp32"
+    max_batch: int = Field(64, ge=1, description="most inputs one request may carry")
+    max_upload_mb: float = Field(20.0, gt=0)
+    reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
+    flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
+    flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
+
+
+class MonitorParams(Section):
+    window_hours: float = Field(24.0, gt=0, description="current window: log records of the last N hours")
+    window_records: int = Field(5000, ge=0, description="... at most the latest N of them; 0 = all")
+    min_records: int = Field(200, ge=1, description="fewer current records than this: no decision")
+    method: str | None = Field(None, description="Evidently stat test for the summary features; none = its default")
+    threshold: float | None = Field(None, description="that test's threshold; none = its default")
+    drift_share: float = Field(0.5, gt=0, le=1, description="drift when at least this share of columns drifted")
+    embedding_method: Literal["model", "ratio", "distance", "mmd"] = "model"
+    embedding_threshold: float | None = Field(None, gt=0, description="drift when the embedding score passes this; none = the method's default")
+    embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
+    cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
+    seed: int = 0
+
+
 class PathsParams(Section):
     prepare: str = "outputs/prepare"
     validate_: str = Field("outputs/validate", alias="validate")
@@ -222,6 +248,9 @@ class PathsParams(Section):
     evaluate: str = "outputs/evaluate"
     registry: str = Field("registry", description="model versions and the champion pointer")
     cache: str = Field("cache", description="embedding cache, reused across runs")
+    log: str = Field("production/log", description="the production prediction log (Parquet, by hour)")
+    monitor: str = "outputs/monitor"
+    inbox: str = Field("data/inbox", description="new labelled batches waiting to be ingested")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
@@ -235,6 +264,8 @@ class Params(Section):
     export: ExportParams = Field(default_factory=ExportParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gate: GateParams = Field(default_factory=GateParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

@@ -1,0 +1,225 @@
+"""monitor: is production still like the data the champion was trained on? (Evidently 0.7)
+
+Reference: the champion's profile of its training data (summary features, predicted class,
+confidence, embedding), computed once at export and stored with the model version. Current:
+the production log's records for that champion in the last `window_hours` (at most
+`window_records`). One Evidently report: DataDriftPreset over the summary features, pred and
+confidence (stat tests per params, Evidently's defaults otherwise) and EmbeddingsDrift over the
+embedding. Decision: drift when the share of drifted columns reaches `drift_share` or the
+embedding score passes its threshold, given at least `min_records` current records; a retraining
+is triggered once per episode (`cooldown_hours` per champion), recorded in state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import GraftError
+from pipeline.io import write_atomic, write_json_atomic, write_parquet_atomic
+from pipeline.params import MonitorParams, Params
+from pipeline.predictor import Predictor, champion_dir
+from pipeline.prodlog import read_log
+from pipeline.profile import features_for, vocabulary
+
+EMBEDDING_DEFAULTS = {"model": 0.55, "ratio": 0.2, "distance": 0.2, "mmd": 0.015}  # Evidently's own
+
+
+class MonitorError(GraftError):
+    """Monitoring cannot run (no champion, no reference)."""
+
+
+@dataclass
+class DriftResult:
+    champion: str
+    decision: str  # drift | no_drift | insufficient_data
+    drift: bool
+    trigger: bool
+    reasons: list[str]
+    current_records: int
+    reference_records: int
+    window: dict[str, Any]
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift_share: float = 0.0
+    embedding: dict[str, Any] = field(default_factory=dict)
+    report_html: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------ the reference (at export)
+
+def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: int, seed: int = 0,
+                    batch_size: int = 32) -> pd.DataFrame:
+    """Profile up to `size` examples of the validated data with the exported model; writes
+    reference.parquet (and, for text, vocabulary.json from the training split) into model_dir."""
+    from PIL import Image
+
+    if "text" in manifest and manifest["text"].notna().any():
+        vocab = vocabulary(manifest.loc[manifest["split"] == "train", "text"].astype(str))
+        write_json_atomic(model_dir / "vocabulary.json", vocab)
+    predictor = Predictor(model_dir)
+    rows = manifest.sample(n=min(size, len(manifest)), random_state=seed).reset_index(drop=True)
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.iloc[start:start + batch_size]
+        if predictor.modality == "image":
+            images = []
+            for rel in chunk["path"]:
+                with Image.open(root / rel) as im:
+                    images.append(im.convert("RGB"))
+            preds = predictor.predict_images(images)
+        else:
+            preds = predictor.predict_texts(chunk["text"].astype(str).tolist())
+        records += predictor.records(preds, chunk["id"].astype(str).tolist())
+    frame = pd.DataFrame(records)
+    frame["split"] = rows["split"].to_numpy()
+    frame["label"] = rows["label"].to_numpy()
+    frame["embedding"] = [np.asarray(e, dtype=np.float32) for e in frame["embedding"]]
+    write_parquet_atomic(model_dir / "reference.parquet", frame)
+    return frame
+
+
+def load_reference(model_dir: Path) -> pd.DataFrame:
+    path = model_dir / "reference.parquet"
+    if not path.exists():
+        raise MonitorError(f"{path} does not exist: this model version was exported without a drift "
+                           "reference; re-run `graft export` (or `graft run`) to create one")
+    return pd.read_parquet(path)
+
+
+# ------------------------------------------------------------------------ the report
+
+def _embedding_method(mp: MonitorParams) -> tuple[Any, float]:
+    from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
+
+    threshold = mp.embedding_threshold if mp.embedding_threshold is not None else EMBEDDING_DEFAULTS[mp.embedding_method]
+    return getattr(methods, mp.embedding_method)(threshold=threshold), threshold
+
+
+def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
+    emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if len(frame) else np.zeros((0, dim))
+    cols = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(dim)], index=frame.index)
+    return pd.concat([frame.drop(columns=["embedding"]), cols], axis=1)
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, modality: str, mp: MonitorParams
+                 ) -> tuple[Any, dict[str, dict[str, Any]], float, dict[str, Any]]:
+    """Run Evidently; returns (snapshot, per-column results, share drifted, embedding result)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import EmbeddingsDrift
+    from evidently.presets import DataDriftPreset
+
+    numeric = [*features_for(modality), "confidence"]
+    columns = [*numeric, "pred"]
+    dim = len(reference["embedding"].iloc[0])
+    emb_cols = [f"emb_{i}" for i in range(dim)]
+    rng = np.random.default_rng(mp.seed)
+
+    def frame(f: pd.DataFrame) -> pd.DataFrame:
+        keep = f[[*columns, "embedding"]]
+        if len(keep) > mp.embedding_sample:  # the embedding test's cost grows with rows; features keep all
+            keep = keep.iloc[np.sort(rng.choice(len(keep), mp.embedding_sample, replace=False))]
+        return _with_embedding_columns(keep.reset_index(drop=True), dim)
+
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"],
+                                embeddings={"embedding": emb_cols})
+    method, threshold = _embedding_method(mp)
+    preset = DataDriftPreset(columns=columns, method=mp.method, threshold=mp.threshold, drift_share=mp.drift_share)
+    report = Report([preset, EmbeddingsDrift(embeddings_name="embedding", drift_method=method)], include_tests=True)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
+        warnings.simplefilter("ignore")
+        snapshot = report.run(current_data=Dataset.from_pandas(frame(current), data_definition=definition),
+                              reference_data=Dataset.from_pandas(frame(reference), data_definition=definition))
+    result = snapshot.dict()
+    per_col: dict[str, dict[str, Any]] = {}
+    for metric in result["metrics"]:
+        cfg = metric["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            per_col[cfg["column"]] = {"method": cfg["method"], "threshold": cfg["threshold"], "score": metric["value"]}
+    for test in result["tests"]:
+        col = test["metric_config"]["params"].get("column")
+        if col in per_col:
+            per_col[col]["drifted"] = str(test["status"]).endswith("FAIL")
+    share = sum(c.get("drifted", False) for c in per_col.values()) / max(len(per_col), 1)
+    score = next(m["value"] for m in result["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
+    embedding = {"method": mp.embedding_method, "threshold": threshold, "score": float(score),
+                 "drifted": bool(score > threshold)}
+    return snapshot, per_col, share, embedding
+
+
+# ------------------------------------------------------------------------ the stage
+
+def _state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None,
+                current: pd.DataFrame | None = None) -> DriftResult:
+    """Stage entry: drift of the production log's window against the champion's reference.
+
+    Writes report.html, drift.json and appends to history.jsonl in out_dir; state.json there holds
+    the last retraining trigger (the cooldown)."""
+    start = time.perf_counter()
+    mp, out = params.monitor, Path(out_dir)
+    now = now or datetime.now(timezone.utc)
+    name, model_dir = champion_dir(params.paths.registry)
+    reference = load_reference(model_dir)
+    modality = "image" if "brightness" in reference else "text"
+    if current is None:
+        current = read_log(params.paths.log, hours=mp.window_hours, now=now)
+        if len(current):
+            current = current[current["model_version"] == name]  # pred, confidence and embedding are per model
+        current = current.tail(mp.window_records) if mp.window_records else current
+    window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
+              "log": params.paths.log}
+    base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window)
+    if len(current) < mp.min_records:
+        result = DriftResult(**base, decision="insufficient_data", drift=False, trigger=False, reasons=[
+            f"{len(current)} production records of {name} in the window, fewer than monitor.min_records="
+            f"{mp.min_records}: no decision"])
+    else:
+        snapshot, per_col, share, emb = drift_report(reference, current.reset_index(drop=True), modality, mp)
+        html = out / "report.html"
+        write_atomic(html, lambda p: snapshot.save_html(str(p)))
+        drifted = [c for c, r in per_col.items() if r.get("drifted")]
+        reasons = []
+        if share >= mp.drift_share:
+            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} >= "
+                           f"monitor.drift_share={mp.drift_share:.0%}): {', '.join(drifted)}")
+        if emb["drifted"]:
+            reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:g} ({emb['method']})")
+        drift = bool(reasons)
+        if not drift:
+            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} < {mp.drift_share:.0%})"
+                           f"{': ' + ', '.join(drifted) if drifted else ''}; embedding score {emb['score']:.3f} "
+                           f"<= {emb['threshold']:g}")
+        result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
+                             reasons=reasons, columns=per_col, drift_share=share, embedding=emb,
+                             report_html=str(html))
+    state_path = out / "state.json"
+    if result.drift:
+        state = _state(state_path)
+        last = datetime.fromisoformat(state["last_trigger"]) if state.get("champion") == name else None
+        if last is not None and now - last < timedelta(hours=mp.cooldown_hours):
+            result.reasons.append(f"retraining already triggered for {name} at {last:%Y-%m-%d %H:%M} UTC "
+                                  f"(monitor.cooldown_hours={mp.cooldown_hours:g}): not triggered again")
+        else:
+            result.trigger = True
+            write_json_atomic(state_path, {"champion": name, "last_trigger": now.isoformat(),
+                                           "reasons": result.reasons})
+    result.seconds = time.perf_counter() - start
+    write_json_atomic(out / "drift.json", result.to_dict())
+    with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({k: v for k, v in result.to_dict().items() if k != "columns"}, default=str) + "\n")
+    return result
