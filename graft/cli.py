@@ -242,6 +242,68 @@ def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     out.print(f"rolled back: {name} is the champion")
 
 
+@app.command()
+def serve(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="default: serve.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: serve.port")] = None,
+) -> None:
+    """Serve the champion over HTTP (POST /predict, GET /health, GET /model, /docs)."""
+    from graft.serve import serve as run_server
+
+    try:
+        run_server(_load(params, set_), host, port)
+    except Exception as exc:
+        _fail(exc)
+
+
+@app.command()
+def score(
+    source: Annotated[Path, typer.Argument(help="a folder of images, or a CSV/TSV/Parquet/JSONL/txt file of texts")],
+    output: Annotated[Path, typer.Option("--out", "-o", help=".csv or .parquet")] = Path("predictions.csv"),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    version: Annotated[str | None, typer.Option(help="a registry version; default: the champion")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="do not append to the production log")] = False,
+) -> None:
+    """Score SOURCE with the champion (or --version); predictions to --out and the production log."""
+    from pipeline.predictor import Predictor, champion_dir
+    from pipeline.prodlog import ProductionLog
+    from pipeline.registry import Registry
+    from pipeline.score import score as run_score
+
+    try:
+        p = _load(params, set_)
+        if version:
+            name, model_dir = version, Registry(p.paths.registry).get(version).path / "onnx"
+        else:
+            name, model_dir = champion_dir(p.paths.registry)
+        predictor = Predictor(model_dir, name, p.serve.model)
+        log = None if no_log else ProductionLog(p.paths.log, p.serve.flush_records, p.serve.flush_seconds)
+        try:
+            result = run_score(predictor, source, output, log, p.data.text_column)
+        finally:
+            if log is not None:
+                log.close()
+    except Exception as exc:
+        _fail(exc)
+    render.score_summary(out, result, None if no_log else p.paths.log)
+
+
+@app.command()
+def monitor(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Drift of the production log's window against the champion's training data (Evidently)."""
+    from pipeline.monitor import run_monitor
+
+    try:
+        p = _load(params, set_)
+        result = run_monitor(p, p.paths.monitor)
+    except Exception as exc:
+        _fail(exc)
+    render.drift_summary(out, result)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

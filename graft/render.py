@@ -185,3 +185,35 @@ def models(console: Console, versions: list[Any], champion: str | None) -> None:
         table.add_row(v.name, v.status, "*" if v.name == champion else "", escape(v.summary.get("model", "")),
                       v.summary.get("strategy", ""), f"{test.get('macro_f1', float('nan')):.4f}", v.created)
     console.print(table)
+
+
+def score_summary(console: Console, r: Any, log: str | None) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+    console.print(f"scored {r.scored} inputs with {r.model_version}: {counts or 'nothing'} -> {r.output}")
+    for path, why in r.skipped[:10]:
+        console.print(f"[yellow]skipped[/] {esc(path)}: {esc(why)}")
+    if len(r.skipped) > 10:
+        console.print(f"[yellow]... and {len(r.skipped) - 10} more skipped[/]")
+    if log:
+        console.print(f"logged to {log}")
+
+
+def drift_summary(console: Console, r: Any) -> None:
+    colour = {"drift": "bold red", "no_drift": "green", "insufficient_data": "yellow"}[r.decision]
+    console.print(f"monitor {r.champion}: [{colour}]{r.decision}[/] ({r.current_records} current vs "
+                  f"{r.reference_records} reference records, {r.seconds:.1f} s)")
+    if r.columns:
+        table = Table("column", "method", "score", "threshold", "drifted")
+        for col, c in r.columns.items():
+            table.add_row(col, c["method"], f"{c['score']:.4g}", f"{c['threshold']:g}",
+                          "[red]yes[/]" if c.get("drifted") else "no")
+        e = r.embedding
+        table.add_row("embedding", e["method"], f"{e['score']:.4g}", f"{e['threshold']:g}",
+                      "[red]yes[/]" if e["drifted"] else "no")
+        console.print(table)
+    for reason in r.reasons:
+        console.print(f"- {esc(reason)}")
+    if r.trigger:
+        console.print("[bold]retraining triggered[/]")
+    if r.report_html:
+        console.print(f"report: {r.report_html}")

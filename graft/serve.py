@@ -1,0 +1,187 @@
+"""`graft serve`: the champion's ONNX model behind HTTP (FastAPI), every prediction logged.
+
+POST /predict   images as multipart uploads (`files`), text as JSON {"text": ...} or {"texts": [...]}
+GET  /health    200 with the model version, 503 without a champion
+GET  /model     version, status, labels, test metrics and the model card
+GET  /docs      OpenAPI
+
+The registry's champion pointer is re-read at most every `serve.reload_seconds`; a newly
+promoted champion is loaded beside the old one and swapped in without a restart. Bad requests
+get a 4xx naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+
+from pipeline.params import Params
+from pipeline.predictor import ModelNotFound, Predictor, champion_dir
+from pipeline.prodlog import ProductionLog
+from pipeline.registry import Registry
+
+
+class Prediction(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class Champion:
+    """The loaded champion, swapped when the registry pointer moves."""
+
+    def __init__(self, registry_root: str | Path, variant: str, reload_seconds: float):
+        self.registry = Registry(registry_root)
+        self.variant, self.reload_seconds = variant, reload_seconds
+        self.predictor: Predictor | None = None
+        self.error = ""
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        if not force and (self.reload_seconds == 0 or time.monotonic() - self._checked < self.reload_seconds):
+            return
+        with self._lock:
+            self._checked = time.monotonic()
+            try:
+                name, model_dir = champion_dir(self.registry.root)
+            except ModelNotFound as exc:
+                self.error = str(exc)
+                return
+            if self.predictor is not None and self.predictor.version == name:
+                return
+            try:
+                self.predictor = Predictor(model_dir, name, self.variant)  # the old one serves until this is ready
+                self.error = ""
+            except Exception as exc:  # a broken new version must not take the service down
+                self.error = f"could not load champion {name} ({exc}); still serving " + (
+                    self.predictor.version if self.predictor else "nothing")
+
+    def get(self) -> Predictor:
+        self.refresh()
+        if self.predictor is None:
+            raise HTTPException(503, detail=self.error or "no champion model")
+        return self.predictor
+
+
+def _decode_images(uploads: list[Any], max_bytes: int) -> tuple[list[Image.Image], list[str]]:
+    images, names = [], []
+    for up in uploads:
+        name = getattr(up, "filename", None) or "upload"
+        data = up.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, detail=f"{name}: larger than serve.max_upload_mb={max_bytes / 2**20:g} MB")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                images.append(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise HTTPException(422, detail=f"{name}: not a readable image ({exc}); send PNG, JPEG, WebP, ...") from None
+        names.append(name)
+    return images, names
+
+
+def _texts(body: Any) -> list[str]:
+    if not isinstance(body, dict) or not ({"text", "texts"} & body.keys()):
+        raise HTTPException(422, detail='send JSON {"text": "..."} or {"texts": ["...", ...]}')
+    texts = [body["text"]] if "text" in body else body["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise HTTPException(422, detail='"text" must be a string and "texts" a list of strings')
+    return texts
+
+
+def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
+    sp = params.serve
+    champion = Champion(params.paths.registry, sp.model, sp.reload_seconds)
+    own_log = log is None
+    log = log or ProductionLog(params.paths.log, sp.flush_records, sp.flush_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        if own_log:
+            log.close()  # SIGTERM / Ctrl-C: everything buffered reaches the log
+
+    app = FastAPI(title="graft model server", lifespan=lifespan,
+                  description="The registry champion's ONNX model, with a production log for drift monitoring.")
+    app.state.champion, app.state.log = champion, log
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(request: Request) -> PredictResponse:
+        predictor = champion.get()
+        ctype = request.headers.get("content-type", "")
+        if predictor.modality == "image":
+            if not ctype.startswith("multipart/form-data"):
+                raise HTTPException(415, detail=f"model {predictor.version} classifies images: upload them as "
+                                                "multipart/form-data field 'files' (curl -F files=@cat.jpg)")
+            form = await request.form()
+            uploads = [v for v in form.getlist("files") + form.getlist("file") if hasattr(v, "file")]
+            if not uploads:
+                raise HTTPException(422, detail="no image in the request: use the form field 'files'")
+            if len(uploads) > sp.max_batch:
+                raise HTTPException(413, detail=f"{len(uploads)} images; at most serve.max_batch={sp.max_batch}")
+            inputs, sources = _decode_images(uploads, int(sp.max_upload_mb * 2**20))
+        else:
+            if not ctype.startswith("application/json"):
+                raise HTTPException(415, detail=f'model {predictor.version} classifies text: send JSON '
+                                                '{"text": "..."} or {"texts": [...]}')
+            try:
+                body = json.loads(await request.body())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise HTTPException(400, detail=f"the body is not valid JSON: {exc}") from None
+            inputs = _texts(body)
+            if not inputs:
+                raise HTTPException(422, detail='"texts" is empty')
+            if len(inputs) > sp.max_batch:
+                raise HTTPException(413, detail=f"{len(inputs)} texts; at most serve.max_batch={sp.max_batch}")
+            sources = ["api"] * len(inputs)
+        preds = predictor.predict(inputs)
+        log.append(predictor.records(preds, sources))
+        return PredictResponse(model_version=predictor.version, predictions=[
+            Prediction(label=lbl, confidence=float(preds.confidence[i]),
+                       probabilities={c: float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)})
+            for i, lbl in enumerate(preds.labels)])
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        champion.refresh()
+        p = champion.predictor
+        if p is None:
+            return JSONResponse({"status": "unavailable", "reason": champion.error}, status_code=503)
+        return JSONResponse({"status": "ok", "model_version": p.version, "modality": p.modality,
+                             "provider": p.provider, "logged": log.written, "warning": champion.error or None})
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        p = champion.get()
+        v = champion.registry.get(p.version)
+        card = v.path / "card.md"
+        return {"version": p.version, "status": v.status, "created": v.created, "model": p.model_name,
+                "modality": p.modality, "labels": p.labels, "provider": p.provider, "variant": sp.model,
+                "test_metrics": v.summary.get("test", {}),
+                "card": card.read_text(encoding="utf-8") if card.exists() else ""}
+
+    return app
+
+
+def serve(params: Params, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(params), host=host or params.serve.host, port=port or params.serve.port,
+                log_level="info")
