@@ -304,6 +304,24 @@ def monitor(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
     render.drift_summary(out, result)
 
 
+@app.command()
+def worker(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Serve the training, monitoring and ingest deployments (infra/deployments.py) on their schedules."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location("graft_deployments", Path("infra/deployments.py"))
+        if spec is None or spec.loader is None or not Path("infra/deployments.py").exists():
+            from pipeline.errors import GraftError
+
+            raise GraftError("infra/deployments.py not found: run `graft worker` from the repository root")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.main(str(params))
+    except Exception as exc:
+        _fail(exc)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),

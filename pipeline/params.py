@@ -239,6 +239,12 @@ class MonitorParams(Section):
     seed: int = 0
 
 
+class ScheduleParams(Section):
+    training_cron: str = Field("0 3 * * 1", description="training_flow: Mondays 03:00")
+    monitoring_minutes: float = Field(60.0, gt=0, description="monitoring_flow interval")
+    ingest_minutes: float = Field(5.0, gt=0, description="ingest_flow interval (the inbox)")
+
+
 class PathsParams(Section):
     prepare: str = "outputs/prepare"
     validate_: str = Field("outputs/validate", alias="validate")
@@ -266,6 +272,7 @@ class Params(Section):
     gate: GateParams = Field(default_factory=GateParams)
     serve: ServeParams = Field(default_factory=ServeParams)
     monitor: MonitorParams = Field(default_factory=MonitorParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     paths: PathsParams = Field(default_factory=PathsParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

@@ -1,0 +1,41 @@
+"""monitoring_flow: drift of production against the champion's training data; retrain on drift.
+
+Runs the monitor stage (Evidently) on the production log's window. On a drift decision that
+is not in its cooldown, training_flow is triggered (its deployment when this flow is deployed,
+a subflow otherwise) and the reasons are recorded: in the flow's artifacts, in the monitor's
+drift.json / history.jsonl, and as the training run's `reason`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import RETRY, markdown, table, transient_only
+from flows.ingest import trigger_training
+from pipeline.monitor import DriftResult, run_monitor
+from pipeline.params import load_params
+
+
+@task(name="monitor", **RETRY, retry_condition_fn=transient_only)
+def monitor_task(params_file: str) -> DriftResult:
+    p = load_params(params_file)
+    return run_monitor(p, p.paths.monitor)
+
+
+@flow(name="monitoring-flow", log_prints=True)
+def monitoring_flow(params_file: str = "params.yaml", retrain: bool = True) -> dict[str, Any]:
+    """Drift report on the production log; triggers training_flow on drift."""
+    logger = get_run_logger()
+    r = monitor_task(params_file)
+    logger.info("%s: %s (%d current records); %s", r.champion, r.decision, r.current_records, "; ".join(r.reasons))
+    table("drift-columns", [{"column": c, **v} for c, v in r.columns.items()]
+          + ([{"column": "embedding", **r.embedding}] if r.embedding else []), f"Drift per column, {r.champion}")
+    markdown("drift-decision", f"# Monitor: {r.decision}\n\nchampion {r.champion}, {r.current_records} current vs "
+             f"{r.reference_records} reference records\n\n" + "\n".join(f"- {x}" for x in r.reasons)
+             + (f"\n\nreport: {r.report_html}" if r.report_html else ""), "Drift decision")
+    out: dict[str, Any] = {"drift": r.to_dict(), "training": None}
+    if r.trigger and retrain:
+        out["training"] = trigger_training(params_file, "drift: " + "; ".join(r.reasons))
+    return out

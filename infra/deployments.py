@@ -1,0 +1,43 @@
+"""graft's Prefect deployments, served by `graft worker` (or `python infra/deployments.py`).
+
+    graft-training    training_flow, cron params.schedule.training_cron (weekly by default)
+    graft-monitoring  monitoring_flow, every params.schedule.monitoring_minutes (hourly)
+    graft-ingest      ingest_flow, every params.schedule.ingest_minutes (5 minutes)
+
+Without PREFECT_API_URL they run against Prefect's embedded server; with it set, against that
+server (`prefect server start`, or Prefect Cloud), unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import Any
+
+from flows.ingest import ingest_flow
+from flows.monitoring import monitoring_flow
+from flows.training import training_flow
+from pipeline.params import load_params
+
+
+def deployments(params_file: str = "params.yaml") -> list[Any]:
+    s = load_params(params_file).schedule
+    args = {"params_file": params_file}
+    return [
+        training_flow.to_deployment(name="graft-training", cron=s.training_cron, parameters={**args, "reason": "schedule"},
+                                    description="weekly retraining", tags=["graft"]),
+        monitoring_flow.to_deployment(name="graft-monitoring", interval=timedelta(minutes=s.monitoring_minutes),
+                                      parameters=args, description="drift monitoring", tags=["graft"]),
+        ingest_flow.to_deployment(name="graft-ingest", interval=timedelta(minutes=s.ingest_minutes),
+                                  parameters=args, description="new labelled data from the inbox", tags=["graft"]),
+    ]
+
+
+def main(params_file: str = "params.yaml") -> None:
+    from prefect import serve
+
+    serve(*deployments(params_file))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
