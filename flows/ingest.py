@@ -35,19 +35,22 @@ def ingest_task(params_file: str, batch: str | None) -> list[dict[str, Any]]:
     return ingest_all(params_file, batch)
 
 
-def trigger_training(params_file: str, reason: str) -> dict[str, Any]:
-    """Run training_flow: through its deployment when this run is deployed, else as a subflow."""
-    from prefect.runtime import flow_run
+def trigger_training(params_file: str, reason: str, ingest: bool = True) -> dict[str, Any]:
+    """Run training_flow: through its deployment when this run is deployed, else as a subflow.
 
-    if flow_run.get_deployment_id():  # served by `graft worker`: the deployment runs it, with its own retries
+    ingest: let the training run ingest pending inbox batches first (False when this flow just did)."""
+    from prefect.runtime import deployment
+
+    if deployment.id:  # served by `graft worker`: the deployment runs it, with its own retries
         from prefect.deployments import run_deployment
 
-        run = run_deployment("training-flow/graft-training", parameters={"params_file": params_file, "reason": reason},
+        run = run_deployment("training-flow/graft-training", parameters={"params_file": params_file, "reason": reason,
+                                                                        "ingest": ingest},
                              timeout=0, as_subflow=False)
         return {"triggered": "deployment", "flow_run_id": str(run.id), "reason": reason}
     from flows.training import training_flow
 
-    summary = training_flow(params_file=params_file, reason=reason, ingest=False)
+    summary = training_flow(params_file=params_file, reason=reason, ingest=ingest)
     return {"triggered": "subflow", "version": summary["version"], "status": summary["status"],
             "champion": summary["champion"], "reason": reason}
 
@@ -68,5 +71,5 @@ def ingest_flow(params_file: str = "params.yaml", batch: str | None = None, trai
     if accepted and train:
         rows = sum(r["merged"] for r in accepted)
         out["training"] = trigger_training(params_file, f"new data: {rows} rows from "
-                                           + ", ".join(r["batch"] for r in accepted))
+                                           + ", ".join(r["batch"] for r in accepted), ingest=False)
     return out

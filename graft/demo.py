@@ -1,20 +1,123 @@
-"""The end-to-end demo: `graft run` on both demo workspaces, then what each step did."""
+"""The end-to-end demo: training flows on both demo workspaces, then the production loop.
+
+1. training_flow on the image workspace (params.yaml, through `dvc repro`) and on the text
+   workspace (examples/text/params.yaml): each champion promoted.
+2. The production loop on the text model (all-MiniLM-L6-v2), in a fresh DVC workspace under
+   outputs/demo/: `graft serve` in a subprocess, clean traffic over HTTP -> monitoring_flow: no
+   drift -> shifted traffic (new products, new vocabulary, Spanish and German customers) ->
+   labelled examples of the new traffic land in the inbox -> monitoring_flow: drift -> it
+   triggers training_flow, which ingests the batch (a new DVC data version), retrains, gates
+   against the champion and promotes (or rejects, with reasons) -> the running server picks up
+   the new champion without a restart.
+3. outputs/demo/demo-summary.json and the HTML reports.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 
 from graft import render
-from graft.run import run_pipeline
-from pipeline.demo_data import make_image_demo, make_text_demo
+from pipeline.demo_data import make_image_demo, make_text_batch, make_text_demo, text_rows
+from pipeline.errors import GraftError
+from pipeline.io import write_json_atomic
 from pipeline.params import load_params
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
+DEMO_DIR = Path("outputs/demo")
+TRAFFIC = 300  # requests per window, one text each (sent in batches of 10)
 
 
-def run_demo(console: Console) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+@contextmanager
+def _server(workspace: Path, console: Console):
+    port = _free_port()
+    log = open(workspace / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "serve", "--port", str(port)], cwd=workspace,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                health = _http(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise GraftError(f"graft serve did not start; see {workspace / 'serve.log'}") from None
+                time.sleep(0.5)
+        console.print(f"graft serve on {url}: {health['model_version']} ({health['provider']}); docs at {url}/docs")
+        yield url
+    finally:
+        proc.terminate()  # SIGTERM: the server flushes its production log on the way out
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _send(url: str, texts: list[str], flush_wait: float) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in range(0, len(texts), 10):
+        for p in _http(f"{url}/predict", {"texts": texts[i:i + 10]})["predictions"]:
+            counts[p["label"]] = counts.get(p["label"], 0) + 1
+    time.sleep(flush_wait)  # the server writes its log at least every serve.flush_seconds
+    return counts
+
+
+def _workspace(console: Console) -> Path:
+    """outputs/demo: the text demo data and params, a DVC repository of its own (no git), a local remote."""
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    (DEMO_DIR / "data").mkdir(parents=True)
+    text = load_params(DEMOS["text"])
+    shutil.copy(text.data.path, DEMO_DIR / "data" / "tickets.csv")
+    params = {
+        "data": {"path": "data/tickets.csv"},
+        "validate": {"labels": list(text.validate_.labels)},
+        "select": {"candidates": [c.model_dump(exclude_defaults=True) for c in text.select.candidates]},
+        "train": {"max_length": text.train.max_length},
+        "serve": {"flush_seconds": 1.0},
+        "monitor": {"window_records": TRAFFIC, "min_records": 200},
+        "paths": {"cache": str(Path(text.paths.cache).resolve())},  # reuse the embedding cache
+    }
+    (DEMO_DIR / "params.yaml").write_text(
+        "# the demo's production workspace (written by `graft demo`)\n" + yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", "../demo-dvcstore"],
+                 ["add", "-q", "data/tickets.csv"]):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=DEMO_DIR, env=env, check=True,
+                       capture_output=True)
+    console.print(f"demo workspace {DEMO_DIR}: params.yaml, data/tickets.csv under DVC (remote ../demo-dvcstore)")
+    return DEMO_DIR
+
+
+def run_demo(console: Console) -> dict[str, Any]:
+    from flows.monitoring import monitoring_flow
+    from flows.training import training_flow
+
+    start = time.perf_counter()
     done: list[str] = []
     for modality, params_file in DEMOS.items():  # all data first: both live under the DVC-tracked data/raw
         if not params_file.exists():
@@ -24,14 +127,66 @@ def run_demo(console: Console) -> None:
             (make_image_demo if modality == "image" else make_text_demo)(data)
             done.append(f"generated the {modality} demo data in {data}")
     for modality, params_file in DEMOS.items():
-        console.rule(f"{modality} demo: graft run --params {params_file}")
-        s = run_pipeline(params_file, None, console)
+        console.rule(f"{modality}: training_flow({params_file})")
+        s = training_flow(params_file=str(params_file), reason="demo")
         render.run_summary(console, s)
         t = s["test_metrics"]
         done.append(f"{modality}: {s['model']} ({s['strategy']}), test macro-F1 {t['macro_f1']:.3f}, "
                     f"ONNX {t['latency_ms_b1']:.1f} ms at batch 1; {s['version']} {s['status']}"
                     f"{', champion' if s['champion'] == s['version'] else ''} ({s['via']})")
+
+    console.rule("production loop (text, all-MiniLM-L6-v2)")
+    ws = _workspace(console)
+    root = Path.cwd()
+    os.chdir(ws)  # the flows read params.yaml and its relative paths from the workspace
+    try:
+        first = training_flow(params_file="params.yaml", reason="demo: first model")
+        before = first["champion"]
+        reports: list[str] = []
+        with _server(Path("."), console) as url:
+            clean = _send(url, [t for t, _ in text_rows(TRAFFIC // 3, seed=101)], 2.0)
+            console.print(f"clean traffic: {TRAFFIC} texts over HTTP -> {clean}")
+            m_clean = monitoring_flow(params_file="params.yaml")["drift"]
+            reports.append(shutil.copy("outputs/monitor/report.html", "monitor-clean.html"))
+            console.print(f"monitor (clean): {m_clean['decision']}: {'; '.join(m_clean['reasons'])}")
+
+            shifted = _send(url, [t for t, _ in text_rows(TRAFFIC // 3, seed=102, shifted=True)], 2.0)
+            console.print(f"shifted traffic (new products and vocabulary, Spanish and German): {TRAFFIC} texts -> {shifted}")
+            make_text_batch("data/inbox/batch-0001.csv", per_class=40, seed=103, shifted=True)
+            console.print("labelled examples of the new traffic arrive: data/inbox/batch-0001.csv (120 rows)")
+            loop = monitoring_flow(params_file="params.yaml")
+            m_shift, retrain = loop["drift"], loop["training"]
+            reports.append(shutil.copy("outputs/monitor/report.html", "monitor-shifted.html"))
+            console.print(f"monitor (shifted): {m_shift['decision']}: {'; '.join(m_shift['reasons'])}")
+            time.sleep(load_params("params.yaml").serve.reload_seconds + 0.5)
+            served = _http(f"{url}/health")["model_version"]
+        run = json.loads(Path("outputs/run-summary.json").read_text(encoding="utf-8"))
+        after = run["champion"]
+        export = json.loads(Path("outputs/export/export.json").read_text(encoding="utf-8"))
+        summary = {
+            "champion_before": before, "champion_after": after,
+            "gate": {"version": run["version"], "status": run["status"], "reasons": run["gate"]["reasons"]},
+            "drift_clean": bool(m_clean["drift"]), "drift_shifted": bool(m_shift["drift"]),
+            "retrained": retrain is not None, "parity_max_abs_diff": export["parity"]["max_abs_diff_logits"],
+            "drift_scores": {
+                "clean": {"drift_share": m_clean["drift_share"], "embedding": m_clean["embedding"].get("score")},
+                "shifted": {"drift_share": m_shift["drift_share"], "embedding": m_shift["embedding"].get("score")}},
+            "served_after_retraining": served,
+            "reports": [str((Path.cwd() / r).resolve().relative_to(root)) for r in
+                        [*reports, "outputs/validate/report.html", f"outputs/registry/versions/{after}/card.md"]],
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        write_json_atomic("demo-summary.json", summary)
+    finally:
+        os.chdir(root)
+
     console.rule("what the demo did")
     for line in done:
         console.print(f"- {line}")
-    console.print("`graft models` lists the registry; serving and drift monitoring are not built yet.")
+    console.print(f"- production loop: champion {before}; clean traffic: {m_clean['decision']}; shifted traffic: "
+                  f"{m_shift['decision']}; retrained: {summary['gate']['version']} {summary['gate']['status']}; "
+                  f"champion now {after}, served by the running server as {served}")
+    console.print(f"summary: {ws / 'demo-summary.json'}")
+    for r in summary["reports"]:
+        console.print(f"report: {r}")
+    return summary
