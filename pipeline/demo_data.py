@@ -137,9 +137,9 @@ def make_demo_data(raw_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def shift_image(img: Image.Image, rng: random.Random) -> Image.Image:
     """A production shift: a brighter, blurred, rotated camera."""
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(1.6, 2.0))
+    img = img.rotate(rng.uniform(20, 40), resample=Image.BILINEAR, fillcolor=img.getpixel((0, 0)))
     img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.5, 2.5)))
-    return img.rotate(rng.uniform(20, 40), resample=Image.BILINEAR)
+    return ImageEnhance.Brightness(img).enhance(rng.uniform(1.6, 2.0))
 
 
 def make_image_batch(root: str | Path, per_class: int, seed: int, shifted: bool = False,

@@ -167,12 +167,12 @@ def colour_images(root: Path, per_class: int = 24) -> Path:
     return root
 
 
-def spam_texts(path: Path, per_class: int = 40) -> Path:
+def spam_texts(path: Path, per_class: int = 40, seed: int = 0) -> Path:
     """Two learnable classes of short messages over the tiny vocabulary."""
     import csv
     import random
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     spam, ham = TEXT_WORDS[:13], TEXT_WORDS[13:]
     rows = [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
             for label, words in (("spam", spam), ("ham", ham)) for _ in range(per_class)]
@@ -188,3 +188,68 @@ def tiny_task(tmp_path: Path, modality: str) -> tuple[Path, list[str], str]:
     if modality == "image":
         return colour_images(tmp_path / "imgs", per_class=30), ["blue", "red"], "test_efficientnet"
     return spam_texts(tmp_path / "t.csv", per_class=40), ["ham", "spam"], "tiny-bert"
+
+
+# ---------------------------------------------------------------- a workspace with a champion
+
+def text_params(data: str, bert: Path, cache: Path, **extra: dict) -> dict:
+    """params for the tiny BERT text task, fast everywhere."""
+    p = {"data": {"path": data}, "validate": {"labels": ["ham", "spam"]},
+         "select": {"candidates": [{"name": "tiny-bert", "weights": str(bert)}], "cv_folds": 2,
+                    "strategy": "linear_probe", "latency_runs": 3},
+         "train": {"epochs": 1, "batch_size": 16, "probe_epochs": 20, "max_length": 16},
+         "export": {"latency_runs": 3, "quantize": False, "reference_size": 200},
+         "serve": {"reload_seconds": 0.05},
+         "monitor": {"min_records": 20, "cooldown_hours": 24.0},
+         "gate": {"bounds": {"macro_f1": {"min": 0.7}}},  # a 20-epoch probe is not calibrated
+         "paths": {"cache": str(cache)}}
+    for section, values in extra.items():
+        p[section] = {**p.get(section, {}), **values}
+    return p
+
+
+@pytest.fixture(scope="session")
+def champion_workspace(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A text workspace (data/t.csv, params.yaml) after one `graft run`: v0001 is the champion."""
+    import yaml
+    from rich.console import Console
+
+    from graft.run import run_pipeline
+
+    ws = tmp_path_factory.mktemp("workspace")
+    spam_texts_rows(ws / "data" / "t.csv", per_class=40)
+    (ws / "params.yaml").write_text(yaml.safe_dump(text_params("data/t.csv", tiny_bert_dir, ws.parent / "ws-cache")))
+    cwd = Path.cwd()
+    os.chdir(ws)
+    try:
+        summary = run_pipeline(Path("params.yaml"), None, Console(quiet=True))
+    finally:
+        os.chdir(cwd)
+    assert summary["champion"] == "v0001", summary
+    return ws
+
+
+@pytest.fixture
+def workspace(champion_workspace, tmp_path, monkeypatch) -> Path:
+    """A private copy of champion_workspace, as the working directory."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(champion_workspace, ws)
+    monkeypatch.chdir(ws)
+    return ws
+
+
+def spam_texts_rows(path: Path, per_class: int = 40, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return spam_texts(path, per_class, seed)
+
+
+def shifted_texts(n: int, seed: int = 0) -> list[str]:
+    """Traffic the tiny model never saw: unknown words, other scripts, longer messages."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["größe", "facture", "envío", "über", "quantum", "blockchain", "naïve", "café", "déjà", "vu",
+             "straße", "mañana", "résumé", "zürich", "smörgåsbord"]
+    return [" ".join(rng.choices(words, k=rng.randint(12, 25))) for _ in range(n)]

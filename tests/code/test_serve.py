@@ -1,0 +1,160 @@
+"""graft serve: predictions, 4xx for bad requests, hot reload of a new champion, and a log that survives kill -9."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import colour_images
+from fastapi.testclient import TestClient
+
+from graft.serve import create_app
+from pipeline.params import load_params
+from pipeline.prodlog import ProductionLog, read_log
+from pipeline.registry import Registry
+
+
+@pytest.fixture
+def client(workspace):
+    p = load_params("params.yaml")
+    log = ProductionLog(p.paths.log, flush_records=1)
+    with TestClient(create_app(p, log)) as c:
+        yield c
+    log.close()
+
+
+def test_predicts_single_and_batch_and_logs_each(client):
+    r = client.post("/predict", json={"text": "free prize win cash now"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == "v0001" and body["predictions"][0]["label"] == "spam"
+    assert abs(sum(body["predictions"][0]["probabilities"].values()) - 1) < 1e-6
+    r = client.post("/predict", json={"texts": ["hello see you later", "claim your prize now", "lunch tomorrow"]})
+    assert [p["label"] for p in r.json()["predictions"]] == ["ham", "spam", "ham"]
+    log = read_log("production/log")
+    assert len(log) == 4 and set(log["model_version"]) == {"v0001"}
+    assert {"length", "word_count", "oov_share", "non_ascii_share", "embedding", "pred", "confidence"} <= set(log)
+    assert len(log["embedding"].iloc[0]) == 32
+
+
+def test_health_model_and_openapi(client):
+    assert client.get("/health").json()["model_version"] == "v0001"
+    m = client.get("/model").json()
+    assert m["version"] == "v0001" and m["labels"] == ["ham", "spam"] and m["card"].startswith("# Model card: v0001")
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("kwargs, status, words", [
+    ({"json": {"texts": []}}, 422, "empty"),
+    ({"json": {"texts": [1, 2]}}, 422, "list of strings"),
+    ({"json": {"message": "hi"}}, 422, '{"text"'),
+    ({"json": ["hi"]}, 422, '{"text"'),
+    ({"content": b'{"texts": [', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ({"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ({"files": {"files": ("a.png", b"png?", "image/png")}}, 415, "classifies text"),
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "classifies text"),
+    ({"json": {"texts": ["x"] * 65}}, 413, "serve.max_batch=64"),
+])
+def test_bad_requests_get_a_4xx_that_says_why(client, kwargs, status, words):
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+    assert read_log("production/log").empty  # nothing logged for a refused request
+
+
+def test_a_new_champion_is_served_without_restart(client):
+    reg = Registry("registry")
+    src = reg.get("v0001").path
+    with reg.lock():
+        v2 = reg.register({"model": src / "model", "onnx": src / "onnx"}, "blessed", {"test": {}}, "# Model card: v0002")
+        reg.promote(v2.name)
+    time.sleep(0.1)  # serve.reload_seconds=0.05 in this workspace
+    assert client.post("/predict", json={"text": "ok"}).json()["model_version"] == "v0002"
+    assert client.get("/health").json()["model_version"] == "v0002"
+
+
+def test_without_a_champion_the_service_says_so(workspace):
+    shutil.rmtree("registry")
+    with TestClient(create_app(load_params("params.yaml"), ProductionLog("production/log"))) as c:
+        assert c.get("/health").status_code == 503
+        r = c.post("/predict", json={"text": "hi"})
+        assert r.status_code == 503 and "graft run" in r.json()["detail"]
+
+
+def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch):
+    import yaml
+    from rich.console import Console
+
+    from graft.run import run_pipeline
+
+    data = colour_images(tmp_path / "imgs", per_class=20)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
+        "select": {"candidates": [{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}], "cv_folds": 2,
+                   "strategy": "linear_probe", "latency_runs": 3},
+        "train": {"epochs": 1, "probe_epochs": 20}, "export": {"latency_runs": 3, "quantize": False},
+        "paths": {"cache": str(tmp_path / "cache")}}))
+    monkeypatch.chdir(tmp_path)
+    run_pipeline(Path("params.yaml"), None, Console(quiet=True))
+    p = load_params("params.yaml")
+    with TestClient(create_app(p, ProductionLog(p.paths.log, flush_records=1))) as c:
+        files = [("files", (f.name, f.read_bytes(), "image/png")) for f in sorted((data / "red").iterdir())[:3]]
+        r = c.post("/predict", files=files)
+        assert r.status_code == 200 and [x["label"] for x in r.json()["predictions"]] == ["red"] * 3
+        r = c.post("/predict", files=[("files", ("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg"))])
+        assert r.status_code == 422 and "broken.jpg: not a readable image" in r.json()["detail"]
+        assert c.post("/predict", json={"text": "hi"}).status_code == 415
+        assert c.post("/predict", files=[("other", ("x.txt", b"x", "text/plain"))]).status_code == 422
+    log = read_log(p.paths.log)
+    assert len(log) == 3 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(extra):
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "serve", "--port", str(port), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc, port
+        except OSError:
+            assert proc.poll() is None, "graft serve exited"
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("graft serve did not start")
+
+
+def _send(port, n):
+    for i in range(n):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", json.dumps({"text": f"free prize {i}"}).encode(),
+                                     {"content-type": "application/json"})
+        assert json.loads(urllib.request.urlopen(req, timeout=30).read())["model_version"] == "v0001"
+
+
+def test_killing_the_server_loses_no_answered_request(workspace):
+    # flush_records=1: every answered request is on disk before its response leaves
+    proc, port = _start(["-S", "serve.flush_records=1", "-S", "serve.flush_seconds=3600"])
+    _send(port, 25)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(read_log("production/log")) == 25
+    # a graceful stop (SIGTERM) writes whatever is still buffered
+    proc, port = _start(["-S", "serve.flush_records=1000", "-S", "serve.flush_seconds=3600"])
+    _send(port, 13)
+    assert len(read_log("production/log")) == 25
+    proc.terminate()
+    proc.wait(timeout=60)
+    assert len(read_log("production/log")) == 38
