@@ -134,6 +134,10 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
                                   + (f"; {result.quarantined} quarantined" if result.quarantined else ""))
         except GraftError as exc:
             result.reasons.append(str(exc))
+            quarantine = work / "validate" / "quarantine.csv"
+            if quarantine.exists():  # say what was wrong with the rows, not only how many
+                top = pd.read_csv(quarantine, dtype=str)["reason"].value_counts().head(3)
+                result.reasons += [f"{n} rows: {why}" for why, n in top.items()]
         report_dir = work / "validate"
         report_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(report_dir / "ingest.json", result.to_dict())

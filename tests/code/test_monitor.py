@@ -1,0 +1,98 @@
+"""Drift decision: a held-back slice of the reference is not drift, shifted traffic is; minimum records; cooldown."""
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import shifted_texts
+
+from pipeline.monitor import MonitorError, load_reference, run_monitor
+from pipeline.params import load_params
+from pipeline.predictor import Predictor, champion_dir
+from pipeline.prodlog import ProductionLog
+
+
+def _log(texts, p):
+    name, d = champion_dir(p.paths.registry)
+    pred = Predictor(d, name)
+    with ProductionLog(p.paths.log, flush_records=100) as log:
+        for i in range(0, len(texts), 16):
+            log.append(pred.records(pred.predict_texts(texts[i:i + 16])))
+
+
+def test_reference_is_stored_with_the_version(workspace):
+    p = load_params("params.yaml")
+    _name, d = champion_dir(p.paths.registry)
+    ref = load_reference(d)
+    assert len(ref) == 80 and {"train", "val", "test"} >= set(ref["split"])
+    assert {"length", "word_count", "oov_share", "non_ascii_share", "pred", "confidence", "embedding"} <= set(ref)
+    assert (d / "vocabulary.json").exists()
+    assert ref.loc[ref["split"] == "train", "oov_share"].max() == 0  # the vocabulary is the training split's
+
+
+def test_held_back_slice_is_no_drift_and_shifted_traffic_is(workspace):
+    p = load_params("params.yaml", ["monitor.min_records=10"])
+    _name, d = champion_dir(p.paths.registry)
+    ref = load_reference(d)
+    held = ref[ref["split"] != "train"].reset_index(drop=True)
+    r = run_monitor(p, "mon", current=held.drop(columns=["split", "label"]))
+    assert r.decision == "no_drift" and not r.drift and not r.trigger, r.reasons
+    assert r.drift_share < 0.5 and not r.embedding["drifted"]
+    assert set(r.columns) == {"length", "word_count", "oov_share", "non_ascii_share", "confidence", "pred"}
+
+    _log(shifted_texts(60), p)
+    r = run_monitor(p, "mon")
+    assert r.decision == "drift" and r.trigger and r.current_records == 60
+    assert r.columns["oov_share"]["drifted"] and r.columns["non_ascii_share"]["drifted"]
+    saved = json.loads(Path("mon/drift.json").read_text())
+    assert saved["decision"] == "drift" and saved["columns"]["length"]["method"]
+    assert "<html" in Path("mon/report.html").read_text().lower()
+
+
+def test_too_few_records_give_no_decision(workspace):
+    p = load_params("params.yaml")
+    _log(shifted_texts(10), p)
+    r = run_monitor(p, "mon")
+    assert r.decision == "insufficient_data" and not r.trigger
+    assert "monitor.min_records=20" in r.reasons[0]
+
+
+def test_one_drift_episode_triggers_one_retraining(workspace):
+    p = load_params("params.yaml")
+    _log(shifted_texts(40), p)
+    now = datetime.now(timezone.utc)
+    first = run_monitor(p, "mon", now=now)
+    again = run_monitor(p, "mon", now=now + timedelta(hours=1))
+    assert first.trigger and again.drift and not again.trigger
+    assert "cooldown_hours=24" in again.reasons[-1]
+    later = run_monitor(p, "mon", now=now + timedelta(hours=25), current=_window(p))
+    assert later.trigger  # after the cooldown the drift, still there, triggers again
+    history = [json.loads(line) for line in Path("mon/history.jsonl").read_text().splitlines()]
+    assert [h["trigger"] for h in history] == [True, False, True]
+
+
+def _window(p):
+    from pipeline.prodlog import read_log
+
+    return read_log(p.paths.log)
+
+
+def test_a_version_without_reference_says_how_to_fix(workspace):
+    p = load_params("params.yaml")
+    _name, d = champion_dir(p.paths.registry)
+    (d / "reference.parquet").unlink()
+    _log(shifted_texts(30), p)
+    with pytest.raises(MonitorError, match="re-run `graft export`"):
+        run_monitor(p, "mon")
+
+
+def test_only_the_champions_records_are_compared(workspace):
+    p = load_params("params.yaml")
+    _log(shifted_texts(30), p)
+    with ProductionLog(p.paths.log) as log:  # records of an earlier champion: other predictions, other embeddings
+        part = next(Path(p.paths.log).rglob("*.parquet"))
+        log.append([{**r, "model_version": "v0000"} for r in pd.read_parquet(part).to_dict("records")])
+    r = run_monitor(p, "mon")
+    assert r.current_records == 30
