@@ -308,17 +308,10 @@ def monitor(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
 @app.command()
 def worker(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the training, monitoring and ingest deployments (infra/deployments.py) on their schedules."""
-    import importlib.util
+    from graft.worker import run_worker
 
     try:
-        spec = importlib.util.spec_from_file_location("graft_deployments", Path("infra/deployments.py"))
-        if spec is None or spec.loader is None or not Path("infra/deployments.py").exists():
-            from pipeline.errors import GraftError
-
-            raise GraftError("infra/deployments.py not found: run `graft worker` from the repository root")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.main(str(params))
+        run_worker(params, console)
     except Exception as exc:
         _fail(exc)
 

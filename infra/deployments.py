@@ -34,9 +34,12 @@ def deployments(params_file: str = "params.yaml") -> list[Any]:
 
 
 def main(params_file: str = "params.yaml") -> None:
+    import os
+
     from prefect import serve
 
-    serve(*deployments(params_file))
+    # The embedded server stops with this process, before deployments could be paused on the way out.
+    serve(*deployments(params_file), pause_on_shutdown=bool(os.environ.get("PREFECT_API_URL")))
 
 
 if __name__ == "__main__":

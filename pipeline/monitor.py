@@ -94,7 +94,8 @@ def load_reference(model_dir: Path) -> pd.DataFrame:
     path = model_dir / "reference.parquet"
     if not path.exists():
         raise MonitorError(f"{path} does not exist: this model version was exported without a drift "
-                           "reference; re-run `graft export` (or `graft run`) to create one")
+                           "reference; re-run `graft export` (or `graft run`, which also adds it to an "
+                           "identical champion) to create one")
     return pd.read_parquet(path)
 
 

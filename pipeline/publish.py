@@ -121,6 +121,18 @@ max |logit difference| {p['max_abs_diff_logits']:.2e}, top-1 agreement {p['top1_
 """
 
 
+def _backfill_reference(version_onnx: Path, export_dir: Path) -> None:
+    """A champion registered before drift references existed gets the one its identical retrain made."""
+    import shutil
+
+    from pipeline.io import write_atomic
+
+    for name in ("reference.parquet", "vocabulary.json"):
+        src, dst = export_dir / name, version_onnx / name
+        if src.exists() and not dst.exists():
+            write_atomic(dst, lambda p, s=src: shutil.copyfile(s, p))
+
+
 def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: Path, export_dir: Path,
             out_dir: Path, locked: Registry | None = None) -> dict[str, Any]:
     """Gate the challenger, register it and promote it when blessed. Returns the run summary.
@@ -133,6 +145,7 @@ def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: 
     current = registry.champion()
     if current and _sha256(train_dir / "model" / "model.safetensors") == _sha256(
             registry.get(current).path / "model" / "model.safetensors"):
+        _backfill_reference(registry.get(current).path / "onnx", export_dir)
         return {"version": current, "status": "unchanged", "promoted": False, "champion": current,
                 "previous_champion": current, "gate": {"criteria": [], "reasons": [
                     f"the trained model is identical to the champion {current}: nothing to gate"]},

@@ -1,0 +1,75 @@
+"""`graft worker`: the deployments of infra/deployments.py, served on their schedules.
+
+With PREFECT_API_URL set, against that server. Without it, a local Prefect server is started
+first (`prefect server start`, its database under PREFECT_HOME) and stopped on exit: Prefect's
+per-process temporary server does not run the scheduler, so schedules would never fire there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.errors import GraftError
+
+DEPLOYMENTS = Path("infra/deployments.py")
+
+
+@contextmanager
+def prefect_server(console: Console, timeout: float = 120) -> Iterator[str]:
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # Ctrl-C stops the runner first; the server after it
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise GraftError(f"the local Prefect server did not start on port {port} within {timeout:.0f} s; "
+                                     "start one with `prefect server start` and set PREFECT_API_URL") from None
+                time.sleep(0.5)
+        console.print(f"local Prefect server: {url.removesuffix('/api')} (UI and API; stopped with the worker)")
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        if os.environ.get("PREFECT_API_URL") == url:
+            del os.environ["PREFECT_API_URL"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_worker(params_file: Path, console: Console) -> None:
+    if not DEPLOYMENTS.exists():
+        raise GraftError(f"{DEPLOYMENTS} not found: run `graft worker` from the repository root")
+    with prefect_server(console):
+        spec = importlib.util.spec_from_file_location("graft_deployments", DEPLOYMENTS)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            module.main(str(params_file))
+        except KeyboardInterrupt:
+            console.print("worker stopped")
