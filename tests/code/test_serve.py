@@ -113,6 +113,19 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
         assert c.post("/predict", files=[("other", ("x.txt", b"x", "text/plain"))]).status_code == 422
     log = read_log(p.paths.log)
     assert len(log) == 3 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
+    # batch scoring of a folder: an unreadable file is skipped and named, the rest scored
+    from pipeline.predictor import Predictor, champion_dir
+    from pipeline.score import score
+
+    incoming = tmp_path / "incoming"
+    shutil.copytree(data / "blue", incoming / "cam1")
+    (incoming / "cam1" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    name, d = champion_dir(p.paths.registry)
+    with ProductionLog(p.paths.log) as plog:
+        result = score(Predictor(d, name), incoming, tmp_path / "preds.csv", plog)
+    assert result.scored == 20 and sum(result.counts.values()) == 20 and result.counts["blue"] >= 15
+    assert [Path(f).name for f, _ in result.skipped] == ["truncated.png"]
+    assert len(read_log(p.paths.log)) == 23
 
 
 def _port():

@@ -1,0 +1,43 @@
+"""graft score and graft monitor from the command line, as a user runs them."""
+
+import pandas as pd
+from conftest import shifted_texts
+from typer.testing import CliRunner
+
+from graft.cli import app
+from pipeline.prodlog import read_log
+
+runner = CliRunner()
+
+
+def test_score_a_text_file_writes_predictions_and_logs_them(workspace):
+    pd.DataFrame({"text": ["free cash prize now", "see you at lunch", *shifted_texts(3)]}).to_csv("in.csv", index=False)
+    r = runner.invoke(app, ["score", "in.csv", "-o", "preds.parquet"])
+    assert r.exit_code == 0, r.output
+    preds = pd.read_parquet("preds.parquet")
+    assert list(preds.columns) == ["input", "pred", "confidence", "p_ham", "p_spam"]
+    assert list(preds["pred"][:2]) == ["spam", "ham"] and list(preds["input"][:2]) == ["in.csv:1", "in.csv:2"]
+    log = read_log("production/log")
+    assert len(log) == 5 and (log["oov_share"][2:] == 1.0).all()
+    assert "scored 5 inputs with v0001" in r.output
+
+
+def test_score_says_what_is_wrong_with_the_input(workspace):
+    pd.DataFrame({"message": ["hi"]}).to_csv("bad.csv", index=False)
+    r = runner.invoke(app, ["score", "bad.csv"])
+    assert r.exit_code == 2 and "no 'text' column" in r.output and "data.text_column" in r.output
+    r = runner.invoke(app, ["score", "missing.csv"])
+    assert r.exit_code == 2 and "missing.csv does not exist" in r.output
+    r = runner.invoke(app, ["score", "bad.csv", "-o", "out.xlsx"])
+    assert r.exit_code == 2 and ".csv or .parquet" in r.output
+    assert read_log("production/log").empty
+
+
+def test_monitor_command_prints_the_decision(workspace):
+    r = runner.invoke(app, ["monitor"])
+    assert r.exit_code == 0 and "insufficient_data" in r.output
+    pd.DataFrame({"text": shifted_texts(30)}).to_csv("drifted.csv", index=False)
+    assert runner.invoke(app, ["score", "drifted.csv", "-o", "p.csv"]).exit_code == 0
+    r = runner.invoke(app, ["monitor"])
+    assert r.exit_code == 0 and "drift" in r.output and "retraining triggered" in r.output
+    assert "report: outputs/monitor/report.html" in r.output.replace("\n", "")
