@@ -3,9 +3,9 @@
 Reference: the champion's profile of its training data (summary features, predicted class,
 confidence, embedding), computed once at export and stored with the model version. Current:
 the production log's records for that champion in the last `window_hours` (at most
-`window_records`). One Evidently report: DataDriftPreset over the summary features, pred and
-confidence (stat tests per params, Evidently's defaults otherwise) and EmbeddingsDrift over the
-embedding. Decision: drift when the share of drifted columns reaches `drift_share` or the
+`window_records`). Evidently reports: DataDriftPreset over the summary features, pred and
+confidence (stat tests per params, Evidently's defaults otherwise; every row) and EmbeddingsDrift
+over the embedding (a seeded sample of at most `embedding_sample` rows per side). Decision: drift when the share of drifted columns reaches `drift_share` or the
 embedding score passes its threshold, given at least `min_records` current records; a retraining
 is triggered once per episode (`cooldown_hours` per champion), recorded in state.json.
 """
@@ -114,35 +114,40 @@ def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
     return pd.concat([frame.drop(columns=["embedding"]), cols], axis=1)
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, modality: str, mp: MonitorParams
-                 ) -> tuple[Any, dict[str, dict[str, Any]], float, dict[str, Any]]:
-    """Run Evidently; returns (snapshot, per-column results, share drifted, embedding result)."""
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
+                 mp: MonitorParams) -> tuple[list[Any], dict[str, dict[str, Any]], float, dict[str, Any]]:
+    """Evidently over `features`, confidence and pred (every row), and over the embedding (a
+    seeded sample of at most `embedding_sample` rows per side: the classifier method's cost
+    grows with rows x dimensions). Returns ([feature snapshot, embedding snapshot], per-column
+    results, share drifted, embedding result)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
 
-    numeric = [*features_for(modality), "confidence"]
+    numeric = [*features, "confidence"]
     columns = [*numeric, "pred"]
     dim = len(reference["embedding"].iloc[0])
-    emb_cols = [f"emb_{i}" for i in range(dim)]
     rng = np.random.default_rng(mp.seed)
 
-    def frame(f: pd.DataFrame) -> pd.DataFrame:
-        keep = f[[*columns, "embedding"]]
-        if len(keep) > mp.embedding_sample:  # the embedding test's cost grows with rows; features keep all
+    def sample(f: pd.DataFrame) -> pd.DataFrame:
+        keep = f[["embedding"]]
+        if len(keep) > mp.embedding_sample:
             keep = keep.iloc[np.sort(rng.choice(len(keep), mp.embedding_sample, replace=False))]
         return _with_embedding_columns(keep.reset_index(drop=True), dim)
 
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"],
-                                embeddings={"embedding": emb_cols})
     method, threshold = _embedding_method(mp)
+    features_def = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"])
+    emb_def = DataDefinition(embeddings={"embedding": [f"emb_{i}" for i in range(dim)]})
     preset = DataDriftPreset(columns=columns, method=mp.method, threshold=mp.threshold, drift_share=mp.drift_share)
-    report = Report([preset, EmbeddingsDrift(embeddings_name="embedding", drift_method=method)], include_tests=True)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
         warnings.simplefilter("ignore")
-        snapshot = report.run(current_data=Dataset.from_pandas(frame(current), data_definition=definition),
-                              reference_data=Dataset.from_pandas(frame(reference), data_definition=definition))
-    result = snapshot.dict()
+        feat = Report([preset], include_tests=True).run(
+            current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=features_def),
+            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=features_def))
+        emb = Report([EmbeddingsDrift(embeddings_name="embedding", drift_method=method)]).run(
+            current_data=Dataset.from_pandas(sample(current), data_definition=emb_def),
+            reference_data=Dataset.from_pandas(sample(reference), data_definition=emb_def))
+    result = feat.dict()
     per_col: dict[str, dict[str, Any]] = {}
     for metric in result["metrics"]:
         cfg = metric["config"]
@@ -153,10 +158,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, modality: str, 
         if col in per_col:
             per_col[col]["drifted"] = str(test["status"]).endswith("FAIL")
     share = sum(c.get("drifted", False) for c in per_col.values()) / max(len(per_col), 1)
-    score = next(m["value"] for m in result["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
+    score = next(m["value"] for m in emb.dict()["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
     embedding = {"method": mp.embedding_method, "threshold": threshold, "score": float(score),
-                 "drifted": bool(score > threshold)}
-    return snapshot, per_col, share, embedding
+                 "drifted": bool(score > threshold), "rows_per_side": min(mp.embedding_sample, len(current))}
+    return [feat, emb], per_col, share, embedding
 
 
 # ------------------------------------------------------------------------ the stage
@@ -190,9 +195,11 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
             f"{len(current)} production records of {name} in the window, fewer than monitor.min_records="
             f"{mp.min_records}: no decision"])
     else:
-        snapshot, per_col, share, emb = drift_report(reference, current.reset_index(drop=True), modality, mp)
+        (feat, emb_snap), per_col, share, emb = drift_report(reference, current.reset_index(drop=True),
+                                                                features_for(modality), mp)
         html = out / "report.html"
-        write_atomic(html, lambda p: snapshot.save_html(str(p)))
+        write_atomic(html, lambda p: feat.save_html(str(p)))
+        write_atomic(out / "embedding.html", lambda p: emb_snap.save_html(str(p)))
         drifted = [c for c, r in per_col.items() if r.get("drifted")]
         reasons = []
         if share >= mp.drift_share:
