@@ -192,7 +192,10 @@ def load_timm(name: str, weights: str | Path | None, pretrained: bool = True) ->
     data_cfg = timm.data.resolve_model_data_config(model)
     build = {"library": "timm", "architecture": model.default_cfg.get("architecture", name.split(".")[0]),
              "model_args": {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}}
-    return Backbone(display_name(name, pretrained), "image", model, int(model.num_features),
+    # the pooled output's width: models with a conv head after pooling (MobileNetV3) say so in
+    # head_hidden_size; num_features is the width before that head
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return Backbone(display_name(name, pretrained), "image", model, dim,
                     source if pretrained else "random initialisation",
                     {k: (list(v) if isinstance(v, tuple) else v) for k, v in data_cfg.items()}, build=build)
 

