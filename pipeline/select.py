@@ -1,7 +1,7 @@
 """select: score every candidate cheaply and choose a backbone and a transfer strategy.
 
 Each candidate embeds a stratified sample of the training split once (cached), a
-cross-validated logistic-regression probe scores the frozen features, and parameters, size and
+cross-validated linear probe (a ridge classifier, solved in closed form) scores the frozen features, and parameters, size and
 CPU latency at batch 1 are measured. The best candidate within the budgets wins; the strategy
 follows from data size per class and probe quality.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -89,9 +89,13 @@ def stratified_sample(frame: pd.DataFrame, per_class: int, seed: int) -> pd.Data
 
 
 def probe_scores(features: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[float, float, float]:
-    """Cross-validated logistic regression on frozen features: accuracy, macro-F1 and its std."""
+    """Cross-validated linear probe on frozen features: accuracy, macro-F1 and its std.
+
+    A ridge classifier, solved in closed form: the ranking of candidates is what matters here,
+    and a logistic regression's L-BFGS took 70 of 104 s of a 3-candidate screening (hundreds of
+    iterations per fold on near-separable 1280-d features) against 0.2 s for this."""
     n_splits = max(2, min(folds, int(np.bincount(y).min())))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0, class_weight="balanced"))
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     res = cross_validate(probe, features, y, cv=cv, scoring=("accuracy", "f1_macro"))
     return float(res["test_accuracy"].mean()), float(res["test_f1_macro"].mean()), float(res["test_f1_macro"].std())
