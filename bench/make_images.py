@@ -9,10 +9,11 @@ from pathlib import Path
 from PIL import Image
 
 
-def make(root: Path, n: int, classes: int = 10, size: int = 128) -> None:
-    rng = random.Random(0)
+def make(root: Path, n: int, classes: int = 10, size: int = 128, offset: int = 0) -> None:
+    """Images offset .. offset+n-1 (each a distinct file; parallel callers take disjoint ranges)."""
+    rng = random.Random(offset)
     base = Image.effect_noise((size, size), 60).convert("RGB")
-    for i in range(n):
+    for i in range(offset, offset + n):
         folder = root / f"class_{i % classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         img = base.copy()
