@@ -14,7 +14,6 @@ import importlib
 import json
 import time
 import traceback
-from pathlib import Path
 
 from bench.common import REPO, RESULTS, machine, machine_line
 

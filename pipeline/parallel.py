@@ -13,13 +13,22 @@ from tqdm.auto import tqdm
 POOL_MIN_ITEMS = 256
 
 
-def map_files(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str) -> Iterator[Any]:
-    """Yield fn(item) in order; `workers` processes (0 = every core), a bar on a terminal."""
+def map_files(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str,
+              meanwhile: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """Yield fn(item) in order; `workers` processes (0 = every core), a bar on a terminal.
+
+    meanwhile: run in this process once every item is submitted, while the workers run (the
+    workers are forked before it, so it may import or start threads safely)."""
     n_workers = workers or os.cpu_count() or 1
     bar = dict(total=len(items), desc=desc, unit="file", disable=None, leave=False)
     if n_workers == 1 or len(items) < POOL_MIN_ITEMS:
+        if meanwhile is not None:
+            meanwhile()
         yield from tqdm(map(fn, items), **bar)
         return
     chunk = max(1, min(256, len(items) // (n_workers * 8)))
     with ProcessPoolExecutor(max_workers=n_workers) as pool:
-        yield from tqdm(pool.map(fn, items, chunksize=chunk), **bar)
+        results = pool.map(fn, items, chunksize=chunk)  # submits everything now
+        if meanwhile is not None:
+            meanwhile()
+        yield from tqdm(results, **bar)
