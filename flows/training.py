@@ -33,8 +33,17 @@ def ingest_pending(params_file: str) -> list[dict[str, Any]]:
     return ingest_all(params_file)
 
 
+@task(name="dvc-status", **RETRY, retry_condition_fn=transient_only)
+def dvc_up_to_date() -> bool:
+    """One `dvc status` for the whole pipeline: when nothing changed, no stage needs a process."""
+    proc = dvc("status", "--json")
+    return json.loads(proc.stdout or "{}") == {}
+
+
 @task(name="stage", task_run_name="{name}", **RETRY, retry_condition_fn=transient_only)
-def stage(name: str, params_file: str, dvc_mode: bool) -> str:
+def stage(name: str, params_file: str, dvc_mode: bool, up_to_date: bool = False) -> str:
+    if up_to_date:
+        return f"{name}: up to date (dvc status)"
     p = load_params(params_file)
     run_stage(name, p, Path(params_file), _console(), dvc=dvc_mode)
     return name
@@ -90,8 +99,9 @@ def training_flow(params_file: str = "params.yaml", reason: str = "manual", inge
             logger.info("batch %s: %s", batch["batch"], "; ".join(batch["reasons"]))
     dvc_mode = via_dvc(params_file)
     with registry.lock():
+        up_to_date = dvc_mode and dvc_up_to_date()
         for name in STAGES:
-            stage(name, params_file, dvc_mode)
+            stage(name, params_file, dvc_mode, up_to_date)
         summary = gate_and_register(p, registry, "dvc repro" if dvc_mode else "in-process")
     summary["reason"] = reason
     summary["dvc_push"] = dvc_push() if tracking_file(p.data.path) else "data not DVC-tracked: nothing pushed"
