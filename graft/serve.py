@@ -24,6 +24,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from pipeline.params import Params
 from pipeline.predictor import ModelNotFound, Predictor, champion_dir
@@ -151,7 +152,8 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
             if len(inputs) > sp.max_batch:
                 raise HTTPException(413, detail=f"{len(inputs)} texts; at most serve.max_batch={sp.max_batch}")
             sources = ["api"] * len(inputs)
-        preds = predictor.predict(inputs)
+        # inference off the event loop: /health and other requests are answered meanwhile
+        preds = await run_in_threadpool(predictor.predict, inputs)
         log.append(predictor.records(preds, sources))
         return PredictResponse(model_version=predictor.version, predictions=[
             Prediction(label=lbl, confidence=float(preds.confidence[i]),
