@@ -18,9 +18,9 @@ from pipeline.ingest import ingest_batch, pending
 from pipeline.params import load_params
 
 
-def ingest_all(params_file: str, batch: str | None = None) -> list[dict[str, Any]]:
+def ingest_all(params_file: str, batch: str | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Ingest `batch`, or every pending inbox batch; `dvc add` the data once if anything merged."""
-    p = load_params(params_file)
+    p = load_params(params_file, overrides)
     batches = [Path(batch)] if batch else pending(p.paths.inbox)
     results = [ingest_batch(p, b, p.paths.inbox).to_dict() for b in batches]
     if any(r["accepted"] for r in results):

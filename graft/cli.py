@@ -306,6 +306,30 @@ def monitor(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
 
 
 @app.command()
+def ingest(
+    batch: Annotated[Path | None, typer.Argument(help="a batch folder or file; default: every batch in paths.inbox")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Validate new labelled batches alone and merge what passes into data.path (then `dvc add`)."""
+    from flows.ingest import ingest_all
+
+    try:
+        p = _load(params, set_)
+        results = ingest_all(str(params), str(batch) if batch else None, set_)
+    except Exception as exc:
+        _fail(exc)
+    if not results:
+        out.print(f"nothing to ingest in {p.paths.inbox}")
+    for r in results:
+        verdict = "[green]merged[/]" if r["accepted"] else "[bold red]rejected[/]"
+        out.print(f"{r['batch']}: {verdict}: {render.esc('; '.join(r['reasons']))}"
+                  + (f" (moved to {r['moved_to']})" if r["moved_to"] else ""), soft_wrap=True)
+    if any(r["accepted"] for r in results):
+        out.print("new data merged: `graft run` retrains on it (the ingest flow does that by itself)")
+
+
+@app.command()
 def worker(params: ParamsOpt = Path("params.yaml")) -> None:
     """Serve the training, monitoring and ingest deployments (infra/deployments.py) on their schedules."""
     from graft.worker import run_worker

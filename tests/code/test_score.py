@@ -1,5 +1,7 @@
 """graft score and graft monitor from the command line, as a user runs them."""
 
+from pathlib import Path
+
 import pandas as pd
 from conftest import shifted_texts
 from typer.testing import CliRunner
@@ -41,3 +43,17 @@ def test_monitor_command_prints_the_decision(workspace):
     r = runner.invoke(app, ["monitor"])
     assert r.exit_code == 0 and "drift" in r.output and "retraining triggered" in r.output
     assert "report: outputs/monitor/report.html" in r.output.replace("\n", "")
+
+
+def test_ingest_command_merges_a_batch_and_rejects_another(workspace):
+    before = Path("data/t.csv").read_text()
+    pd.DataFrame({"text": ["free cash prize now"] * 4, "label": ["spam"] * 4}).to_csv("good.csv", index=False)
+    Path("data/inbox").mkdir(parents=True)
+    pd.DataFrame({"text": ["hello"] * 4, "label": ["eggs"] * 4}).to_csv("data/inbox/bad.csv", index=False)
+    r = runner.invoke(app, ["ingest", "good.csv"])
+    assert r.exit_code == 0 and "good.csv: merged" in r.output and "graft run" in r.output
+    assert Path("data/t.csv").read_text().count("\n") == before.count("\n") + 4
+    r = runner.invoke(app, ["ingest"])
+    assert r.exit_code == 0 and "bad.csv: rejected" in r.output and "eggs" in r.output
+    assert Path("data/inbox/rejected/bad.csv").exists()
+    assert runner.invoke(app, ["ingest"]).output.startswith("nothing to ingest")
