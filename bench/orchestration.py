@@ -26,6 +26,7 @@ import yaml
 from rich.console import Console
 
 from bench.common import MINILM, REPO, record, timed
+from graft.run import venv_env
 from pipeline.demo_data import make_text_demo
 
 
@@ -41,7 +42,7 @@ def _workspace() -> Path:
 
     # every section spelled out: dvc.yaml templates from them and tracks them per stage
     (ws / "params.yaml").write_text(yaml.safe_dump(parse_params(params).model_dump(by_alias=True, mode="json")))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_env()
     # dvc.yaml lists the int8 model as an output; this workspace exports without it
     text = (ws / "dvc.yaml").read_text().replace("      - ${paths.export}/model.int8.onnx  # written when export.quantize is true (the default)\n", "")
     (ws / "dvc.yaml").write_text(text)
@@ -63,8 +64,7 @@ def run(repeats: int = 3) -> list[dict]:
     ws = _workspace()
     os.chdir(ws)
     try:
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        dvc = lambda: subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], check=True, env=env)  # noqa: E731
+        dvc = lambda: subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], check=True, env=venv_env())  # noqa: E731
         first = time.perf_counter()
         dvc()
         first = time.perf_counter() - first

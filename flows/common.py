@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from graft.run import venv_env
 from pipeline.errors import GraftError
 from pipeline.registry import RegistryBusy
 
@@ -35,9 +35,9 @@ def transient_only(_task: Any, _run: Any, state: Any) -> bool:
     return False
 
 
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], env=env, capture_output=True, text=True)
+def dvc(*args: str, check: bool = True, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], env=venv_env(), cwd=cwd, capture_output=True,
+                          text=True)
     if check and proc.returncode:
         # dvc's own failures (remote unreachable, lock held) are worth a retry: OSError
         raise OSError(f"dvc {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")

@@ -104,11 +104,11 @@ def _workspace(console: Console) -> Path:
     }
     (DEMO_DIR / "params.yaml").write_text(
         "# the demo's production workspace (written by `graft demo`)\n" + yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    from flows.common import dvc
+
     for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", "../demo-dvcstore"],
                  ["add", "-q", "data/tickets.csv"]):
-        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=DEMO_DIR, env=env, check=True,
-                       capture_output=True)
+        dvc(*args, cwd=DEMO_DIR)
     console.print(f"demo workspace {DEMO_DIR}: params.yaml, data/tickets.csv under DVC (remote ../demo-dvcstore)")
     return DEMO_DIR
 

@@ -26,10 +26,14 @@ def via_dvc(params_file: str | Path, overrides: list[str] | None = None) -> bool
             and Path(params_file).resolve() == Path("params.yaml").resolve())
 
 
+def venv_env() -> dict[str, str]:
+    """The environment for dvc and its stage commands: they call `graft`, the one beside this
+    interpreter, whether or not the venv is activated."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def _dvc(*args: str) -> None:
-    # stage commands call `graft`: the one beside this interpreter, venv activated or not
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], env=env)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], env=venv_env())
     if proc.returncode:
         raise GraftError(f"dvc {' '.join(args)} failed (exit {proc.returncode}); its output is above")
 
