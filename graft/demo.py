@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,20 +29,14 @@ import yaml
 from rich.console import Console
 
 from graft import render
+from graft.local_service import free_port, wait_until_up
 from pipeline.demo_data import make_image_demo, make_text_batch, make_text_demo, text_rows
-from pipeline.errors import GraftError
 from pipeline.io import write_json_atomic
 from pipeline.params import load_params
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
 DEMO_DIR = Path("outputs/demo")
 TRAFFIC = 300  # requests per window, one text each (sent in batches of 10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
@@ -55,21 +48,14 @@ def _http(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> 
 
 @contextmanager
 def _server(workspace: Path, console: Console):
-    port = _free_port()
+    port = free_port()
     log = open(workspace / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "serve", "--port", str(port)], cwd=workspace,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                health = _http(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise GraftError(f"graft serve did not start; see {workspace / 'serve.log'}") from None
-                time.sleep(0.5)
+        health = json.loads(wait_until_up(f"{url}/health", proc, 180,
+                                          f"graft serve did not start; see {workspace / 'serve.log'}"))
         console.print(f"graft serve on {url}: {health['model_version']} ({health['provider']}); docs at {url}/docs")
         yield url
     finally:

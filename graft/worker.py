@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 
+from graft.local_service import free_port, wait_until_up
 from pipeline.errors import GraftError
 
 DEPLOYMENTS = Path("infra/deployments.py")
@@ -30,24 +28,15 @@ def prefect_server(console: Console, timeout: float = 120) -> Iterator[str]:
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)  # Ctrl-C stops the runner first; the server after it
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise GraftError(f"the local Prefect server did not start on port {port} within {timeout:.0f} s; "
-                                     "start one with `prefect server start` and set PREFECT_API_URL") from None
-                time.sleep(0.5)
+        wait_until_up(f"{url}/health", proc, timeout,
+                      f"the local Prefect server did not start on port {port} within {timeout:.0f} s; "
+                      "start one with `prefect server start` and set PREFECT_API_URL")
         console.print(f"local Prefect server: {url.removesuffix('/api')} (UI and API; stopped with the worker)")
         os.environ["PREFECT_API_URL"] = url
         yield url

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from conftest import colour_images
 from fastapi.testclient import TestClient
 
+from graft.local_service import free_port, wait_until_up
 from graft.serve import create_app
 from pipeline.params import load_params
 from pipeline.prodlog import ProductionLog, read_log
@@ -128,26 +128,16 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
     assert len(read_log(p.paths.log)) == 23
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(extra):
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "serve", "--port", str(port), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc, port
-        except OSError:
-            assert proc.poll() is None, "graft serve exited"
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("graft serve did not start")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, 120, "graft serve did not start")
+    except Exception:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def _send(port, n):
