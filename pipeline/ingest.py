@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import DataError, GraftError
-from pipeline.io import write_atomic, write_json_atomic
+from pipeline.io import copy_atomic, write_atomic, write_json_atomic
 from pipeline.params import MinPerClass, Params
 from pipeline.prepare import read_text_table, run_prepare
 from pipeline.validate import run_validate
@@ -71,7 +71,7 @@ def _merge_images(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
         dst = data_path / label / src.name
         if dst.exists():
             dst = dst.with_name(f"{batch.name}_{src.name}")
-        write_atomic(dst, lambda p, s=src: shutil.copyfile(s, p))
+        copy_atomic(src, dst)
     return len(accepted)
 
 

@@ -31,6 +31,13 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def copy_atomic(src: str | Path, target: str | Path) -> Path:
+    """Copy a file so that `target` appears complete or not at all."""
+    import shutil
+
+    return write_atomic(Path(target), lambda p: shutil.copyfile(src, p))
+
+
 def write_text_atomic(target: str | Path, text: str) -> Path:
     return write_atomic(Path(target), lambda p: p.write_text(text, encoding="utf-8"))
 

@@ -22,7 +22,7 @@ from pipeline.errors import GraftError
 from pipeline.evaluate import predict_probs, summary_metrics
 from pipeline.export import load_trained, test_split
 from pipeline.gate import GateDecision, decide, paired_bootstrap
-from pipeline.io import write_json_atomic
+from pipeline.io import copy_atomic, write_json_atomic
 from pipeline.params import Params, section_dict
 from pipeline.registry import Registry
 
@@ -123,14 +123,10 @@ max |logit difference| {p['max_abs_diff_logits']:.2e}, top-1 agreement {p['top1_
 
 def _backfill_reference(version_onnx: Path, export_dir: Path) -> None:
     """A champion registered before drift references existed gets the one its identical retrain made."""
-    import shutil
-
-    from pipeline.io import write_atomic
-
     for name in ("reference.parquet", "vocabulary.json"):
         src, dst = export_dir / name, version_onnx / name
         if src.exists() and not dst.exists():
-            write_atomic(dst, lambda p, s=src: shutil.copyfile(s, p))
+            copy_atomic(src, dst)
 
 
 def publish(params: Params, validated_dir: Path, train_dir: Path, evaluate_dir: Path, export_dir: Path,
