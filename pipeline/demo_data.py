@@ -121,6 +121,10 @@ def make_text_demo(path: str | Path, per_class: int = 80, seed: int = 0) -> Path
             seen.add(f"{rng.choice(starts)} {rng.choice(objects)}, {rng.choice(ends)}")
         rows += [(text, label) for text in sorted(seen)]
     random.Random(seed).shuffle(rows)
+    return _write_rows(path, rows)
+
+
+def _write_rows(path: str | Path, rows: list[tuple[str, str]]) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["text", "label"])
@@ -142,20 +146,6 @@ def shift_image(img: Image.Image, rng: random.Random) -> Image.Image:
     return ImageEnhance.Brightness(img).enhance(rng.uniform(1.6, 2.0))
 
 
-def make_image_batch(root: str | Path, per_class: int, seed: int, shifted: bool = False,
-                     size: int = 64, prefix: str = "batch") -> Path:
-    """New labelled images in class folders (as a labelling team would deliver them)."""
-    root = Path(root)
-    for shape in SHAPES:
-        rng = random.Random(f"{prefix}:{seed}:{shape}:{shifted}")
-        folder = root / shape
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = _shape_image(shape, rng, size)
-            (shift_image(img, rng) if shifted else img).save(folder / f"{prefix}{seed}_{shape}_{i:04d}.png")
-    return root
-
-
 def text_rows(per_class: int, seed: int, shifted: bool = False) -> list[tuple[str, str]]:
     topics = _SHIFTED_TOPICS if shifted else _TOPICS
     rows = []
@@ -168,8 +158,4 @@ def text_rows(per_class: int, seed: int, shifted: bool = False) -> list[tuple[st
 
 def make_text_batch(path: str | Path, per_class: int, seed: int, shifted: bool = False) -> Path:
     """New labelled `text,label` rows (repeats allowed, as in real traffic)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["text", "label"])
-    writer.writerows(text_rows(per_class, seed, shifted))
-    return write_text_atomic(path, buf.getvalue())
+    return _write_rows(path, text_rows(per_class, seed, shifted))
