@@ -167,15 +167,16 @@ def colour_images(root: Path, per_class: int = 24) -> Path:
     return root
 
 
-def spam_texts(path: Path, per_class: int = 40, seed: int = 0) -> Path:
+def spam_texts(path: Path, per_class: int = 40) -> Path:
     """Two learnable classes of short messages over the tiny vocabulary."""
     import csv
     import random
 
-    rng = random.Random(seed)
+    rng = random.Random(0)
     spam, ham = TEXT_WORDS[:13], TEXT_WORDS[13:]
     rows = [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
             for label, words in (("spam", spam), ("ham", ham)) for _ in range(per_class)]
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
@@ -217,7 +218,7 @@ def champion_workspace(tmp_path_factory, tiny_bert_dir) -> Path:
     from graft.run import run_pipeline
 
     ws = tmp_path_factory.mktemp("workspace")
-    spam_texts_rows(ws / "data" / "t.csv", per_class=40)
+    spam_texts(ws / "data" / "t.csv", per_class=40)
     (ws / "params.yaml").write_text(yaml.safe_dump(text_params("data/t.csv", tiny_bert_dir, ws.parent / "ws-cache")))
     cwd = Path.cwd()
     os.chdir(ws)
@@ -238,11 +239,6 @@ def workspace(champion_workspace, tmp_path, monkeypatch) -> Path:
     shutil.copytree(champion_workspace, ws)
     monkeypatch.chdir(ws)
     return ws
-
-
-def spam_texts_rows(path: Path, per_class: int = 40, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return spam_texts(path, per_class, seed)
 
 
 def shifted_texts(n: int, seed: int = 0) -> list[str]:
