@@ -4,8 +4,9 @@
     graft-monitoring  monitoring_flow, every params.schedule.monitoring_minutes (hourly)
     graft-ingest      ingest_flow, every params.schedule.ingest_minutes (5 minutes)
 
-Without PREFECT_API_URL they run against Prefect's embedded server; with it set, against that
-server (`prefect server start`, or Prefect Cloud), unchanged.
+With PREFECT_API_URL set they run against that server (`prefect server start`, or Prefect
+Cloud). Without it a local Prefect server is started first (graft/worker.py): Prefect's
+per-process temporary server runs no scheduler, so schedules would never fire there.
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ def deployments(params_file: str = "params.yaml") -> list[Any]:
 
 
 def main(params_file: str = "params.yaml") -> None:
-    import os
-
+    """Serve the deployments against PREFECT_API_URL (graft worker sets it when it is unset)."""
     from prefect import serve
 
-    # The embedded server stops with this process, before deployments could be paused on the way out.
-    serve(*deployments(params_file), pause_on_shutdown=bool(os.environ.get("PREFECT_API_URL")))
+    serve(*deployments(params_file))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "params.yaml")
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from graft.worker import run_worker
+
+    run_worker(Path(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"), Console(stderr=True))
