@@ -4,12 +4,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.graft-installed
 
-# Quiet and offline: no telemetry, no hub look-ups that cannot succeed.
-export HF_HUB_OFFLINE ?= 1
-export DO_NOT_TRACK ?= 1
-export DVC_NO_ANALYTICS ?= 1
-export ORT_DISABLE_TELEMETRY ?= 1
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
 .PHONY: install demo test lint bench clean

@@ -24,9 +24,10 @@ from PIL import Image
 
 from bench.common import record
 from bench.make_images import make
-from pipeline.params import parse_params
-from pipeline.prepare import run_prepare
-from pipeline.validate import run_validate, validate_manifest
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.data.prepare import run_prepare
+from pipeline.data.validate import run_validate, validate_manifest
 
 
 def _make_part(args: tuple[str, int, int, int]) -> None:
@@ -52,8 +53,9 @@ def pil_loop(files: list[Path]) -> float:
 def stages(root: Path, work: Path) -> float:
     p = parse_params({"data": {"path": str(root)}, "validate": {"labels": []}})
     start = time.perf_counter()
-    run_prepare(p, work / "prepare")
-    run_validate(p, work / "prepare", work / "validate")
+    ws = Workspace.from_params(p, prepare=work / "prepare", validate=work / "validate")
+    run_prepare(p, ws)
+    run_validate(p, ws)
     return time.perf_counter() - start
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import record
-from pipeline.monitor import drift_report
-from pipeline.params import MonitorParams
+from pipeline.core.params import MonitorParams
+from pipeline.production.monitor import drift_report
 
 FEATURES = [f"f{i}" for i in range(10)]
 DIM = 384

@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 from bench.common import MOBILENET, record
-from pipeline.data import make_loader, resolve_device
-from pipeline.demo_data import make_image_demo
-from pipeline.distributed import Dist
-from pipeline.models import Classifier, load_backbone
-from pipeline.optim import apply_freeze, build_optimizer, build_scheduler
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import WeightedCrossEntropy, _train_epoch, class_weights
+from pipeline.core.config import parse_params
+from pipeline.data.demo import make_image_demo
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import Classifier, load_backbone
+from pipeline.model.distributed import Dist
+from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.optim import apply_freeze, build_optimizer, build_scheduler
+from pipeline.model.probe import WeightedCrossEntropy, class_weights
+from pipeline.model.train import _train_epoch
 
 
 def _loader(backbone, frame, targets, root, batch, n_batches):

@@ -21,14 +21,15 @@ import pandas as pd
 import torch
 
 from bench.common import MINILM, MOBILENET, REPO, SMS, record
-from pipeline.data import make_loader
-from pipeline.demo_data import make_image_demo
-from pipeline.export import _quantize, check_parity, export_onnx, measure_latency, ort_session
-from pipeline.features import embed_frame
-from pipeline.models import Classifier, load_backbone
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import fit_probe_head
+from pipeline.core.config import parse_params
+from pipeline.data.demo import make_image_demo
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import Classifier, load_backbone
+from pipeline.model.export import _quantize, check_parity, export_onnx, measure_latency
+from pipeline.model.features import embed_frame
+from pipeline.model.loaders import make_loader
+from pipeline.model.probe import fit_probe_head
+from pipeline.production.runtime import ort_session
 
 
 def _export(clf, backbone, frame, root, work, name):

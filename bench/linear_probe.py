@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from bench.common import MINILM, REPO, SMS, record
-from pipeline.features import embed_frame
-from pipeline.metrics import classification_metrics
-from pipeline.models import load_backbone
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import WeightedCrossEntropy, class_weights, fit_probe_head
+from pipeline.core.config import parse_params
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import load_backbone
+from pipeline.model.features import embed_frame
+from pipeline.model.metrics import classification_metrics
+from pipeline.model.probe import WeightedCrossEntropy, class_weights, fit_probe_head
 
 EPOCHS = 20
 
@@ -34,7 +34,7 @@ def load_data(n_train: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         p = parse_params({"data": {"format": "tsv", "header": False, "columns": ["label", "text"]}})
         m, name = prepare_data(SMS, p.data, p.prepare).manifest, "SMS Spam Collection"
     else:
-        from pipeline.demo_data import make_text_demo
+        from pipeline.data.demo import make_text_demo
 
         path = make_text_demo(Path(tempfile.mkdtemp()) / "tickets.csv", per_class=400)
         p = parse_params({})

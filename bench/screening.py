@@ -18,11 +18,11 @@ import torch
 
 from bench.common import MOBILENET, record
 from bench.make_images import make
-from pipeline.data import make_loader
-from pipeline.models import load_backbone
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.select import select_candidate, stratified_sample
+from pipeline.core.config import parse_params
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import load_backbone
+from pipeline.model.loaders import make_loader
+from pipeline.model.select import select_candidate, stratified_sample
 
 CANDIDATES = [{"name": "mobilenetv2_100", "weights": str(MOBILENET)},
               {"name": "mobilenetv2_100", "pretrained": False},

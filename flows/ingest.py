@@ -8,51 +8,18 @@ training_flow runs (through its deployment when this flow runs as one).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import RETRY, dvc, markdown, tracking_file, transient_only
-from pipeline.ingest import ingest_batch, pending
-from pipeline.params import load_params
-
-
-def ingest_all(params_file: str, batch: str | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Ingest `batch`, or every pending inbox batch; `dvc add` the data once if anything merged."""
-    p = load_params(params_file, overrides)
-    batches = [Path(batch)] if batch else pending(p.paths.inbox)
-    results = [ingest_batch(p, b, p.paths.inbox).to_dict() for b in batches]
-    if any(r["accepted"] for r in results):
-        tracked = tracking_file(p.data.path)
-        if tracked is not None:
-            dvc("add", str(tracked.with_suffix("")))  # a new data version in data/raw.dvc
-    return results
+from flows.common import RETRY, markdown, transient_only
+from flows.steps import ingest_all
+from flows.training import trigger_training
 
 
 @task(name="ingest-batches", **RETRY, retry_condition_fn=transient_only)
 def ingest_task(params_file: str, batch: str | None) -> list[dict[str, Any]]:
-    return ingest_all(params_file, batch)
-
-
-def trigger_training(params_file: str, reason: str, ingest: bool = True) -> dict[str, Any]:
-    """Run training_flow: through its deployment when this run is deployed, else as a subflow.
-
-    ingest: let the training run ingest pending inbox batches first (False when this flow just did)."""
-    from prefect.runtime import deployment
-
-    if deployment.id:  # served by `graft worker`: the deployment runs it, with its own retries
-        from prefect.deployments import run_deployment
-
-        run = run_deployment("training-flow/graft-training", parameters={"params_file": params_file, "reason": reason,
-                                                                        "ingest": ingest},
-                             timeout=0, as_subflow=False)
-        return {"triggered": "deployment", "flow_run_id": str(run.id), "reason": reason}
-    from flows.training import training_flow
-
-    summary = training_flow(params_file=params_file, reason=reason, ingest=ingest)
-    return {"triggered": "subflow", "version": summary["version"], "status": summary["status"],
-            "champion": summary["champion"], "reason": reason}
+    return [r.to_dict() for r in ingest_all(params_file, batch)]
 
 
 @flow(name="ingest-flow", log_prints=True)

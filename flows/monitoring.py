@@ -13,9 +13,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.common import RETRY, markdown, table, transient_only
-from flows.ingest import trigger_training
-from pipeline.monitor import DriftResult, run_monitor
-from pipeline.params import load_params
+from flows.training import trigger_training
+from pipeline.core.config import load_params
+from pipeline.production.monitor import DriftResult, run_monitor
 
 
 @task(name="monitor", **RETRY, retry_condition_fn=transient_only)

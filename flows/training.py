@@ -1,10 +1,11 @@
-"""training_flow: `graft run` as a Prefect flow, one task per dvc.yaml stage.
+"""training_flow: `graft run` as a Prefect flow, one task per stage of the stage table.
 
-Each stage is a task with retries for transient failures (disk, network, a busy registry);
-data, params and model errors fail at once, and a rejected gate is a normal result. Pending
-inbox batches are ingested first, so a retraining learns from every labelled example that has
-arrived. The registry lock is held for the whole run; at the end the data and pipeline outputs
-are pushed to the DVC remote, and the leaderboard, metrics, gate and summary become artifacts.
+Each stage is a task named after it, with retries for transient failures (disk, network, a
+busy registry or DVC lock); data, params and model errors fail at once, and a rejected gate is
+a normal result. Pending inbox batches are ingested first, so a retraining learns from every
+labelled example that has arrived. The registry lock is held for the whole run; at the end the
+data and pipeline outputs are pushed to the DVC remote, and the leaderboard, metrics, gate and
+summary become artifacts.
 """
 
 from __future__ import annotations
@@ -14,77 +15,72 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from rich.console import Console
 
-from flows.common import RETRY, dvc, dvc_workspace, markdown, table, tracking_file, transient_only
-from graft.run import STAGES, publish_run, run_stage, via_dvc
-from pipeline.params import Params, load_params
-from pipeline.registry import Registry
+from flows.common import RETRY, markdown, table, transient_only
+from flows.steps import (
+    RunSummary,
+    dvc_up_to_date,
+    ingest_all,
+    push,
+    read_summary,
+    run_stage,
+    via_dvc,
+)
+from pipeline.core.artifacts import LEADERBOARD, Workspace
+from pipeline.core.config import load_params
+from pipeline.release.registry import Registry
+from pipeline.stages import STAGES
 
 
-def _console() -> Console:
-    return Console(stderr=True, width=110)
+def _stage(name: str, params_file: str, dvc_mode: bool, up_to_date: bool = False) -> str:
+    if up_to_date:
+        return f"{name}: up to date (dvc status)"
+    p = load_params(params_file)
+    logger = get_run_logger()
+
+    def epoch(_e: int, row: dict[str, float]) -> None:
+        logger.info("epoch %d: %s", int(row["epoch"]) + 1,
+                    ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+
+    run_stage(name, p, Workspace.from_params(p, params_file), dvc_mode=dvc_mode, on_epoch=epoch)
+    return name
+
+
+TASKS = {s.name: task(name=s.name, description=s.help, **RETRY, retry_condition_fn=transient_only)(_stage)
+         for s in STAGES}
 
 
 @task(name="ingest-pending", **RETRY, retry_condition_fn=transient_only)
 def ingest_pending(params_file: str) -> list[dict[str, Any]]:
-    from flows.ingest import ingest_all
-
-    return ingest_all(params_file)
+    return [r.to_dict() for r in ingest_all(params_file)]
 
 
 @task(name="dvc-status", **RETRY, retry_condition_fn=transient_only)
-def dvc_up_to_date() -> bool:
-    """One `dvc status` for the whole pipeline: when nothing changed, no stage needs a process."""
-    proc = dvc("status", "--json")
-    return json.loads(proc.stdout or "{}") == {}
-
-
-@task(name="stage", task_run_name="{name}", **RETRY, retry_condition_fn=transient_only)
-def stage(name: str, params_file: str, dvc_mode: bool, up_to_date: bool = False) -> str:
-    if up_to_date:
-        return f"{name}: up to date (dvc status)"
-    p = load_params(params_file)
-    run_stage(name, p, Path(params_file), _console(), dvc=dvc_mode)
-    return name
-
-
-@task(name="gate-and-register", **RETRY, retry_condition_fn=transient_only)
-def gate_and_register(p: Params, registry: Registry, via: str) -> dict[str, Any]:
-    return publish_run(p, registry, via)
+def dvc_status() -> bool:
+    return dvc_up_to_date()
 
 
 @task(name="dvc-push", **RETRY, retry_condition_fn=transient_only)
-def dvc_push() -> str:
-    if not dvc_workspace():
-        return "not a DVC workspace: nothing pushed"
-    remotes = dvc("remote", "list").stdout.strip()
-    if not remotes:
-        return "no DVC remote configured: nothing pushed (see infra/dvc-remote.md)"
-    lines = dvc("push").stdout.strip().splitlines()
-    return lines[-1] if lines else "pushed"
+def dvc_push(data_path: str) -> str:
+    return push(data_path)
 
 
-def _artifacts(p: Params, summary: dict[str, Any]) -> None:
-    board = Path(p.paths.select) / "leaderboard.json"
+def _artifacts(ws: Workspace, summary: RunSummary) -> None:
+    g = summary.gate
+    board = ws.select / LEADERBOARD
     if board.exists():
-        rows = json.loads(board.read_text(encoding="utf-8"))
-        rows = rows.get("leaderboard", []) if isinstance(rows, dict) else rows
+        rows = json.loads(board.read_text(encoding="utf-8")).get("leaderboard", [])
         table("leaderboard", [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows],
               "Candidate backbones: frozen-feature probe scores, size, latency")
-    metrics = summary.get("test_metrics") or {}
-    table("test-metrics", [{"metric": k, "value": round(v, 5)} for k, v in sorted(metrics.items())],
-          f"Test metrics of {summary['version']}")
-    gate = summary.get("gate") or {}
-    rows = "\n".join(f"| {c['name']} | {c.get('value')} | {c.get('bound')} | {'pass' if c.get('passed') else 'FAIL'} |"
-                     for c in gate.get("criteria", []))
-    markdown("gate-decision", f"# Gate: {summary['version']} is {summary['status']}\n\n"
-             + "\n".join(f"- {r}" for r in gate.get("reasons", [])) + "\n\n| criterion | value | bound | result |\n"
-             "|---|---|---|---|\n" + rows + "\n", "The evaluation gate against the champion")
-    markdown("run-summary", f"# graft run\n\n- version: {summary['version']} ({summary['status']})\n"
-             f"- champion: {summary['champion']} (was {summary.get('previous_champion')})\n"
-             f"- model: {summary.get('model')} ({summary.get('strategy')})\n- via: {summary.get('via')}\n"
-             f"- data version: {summary.get('data_version')}\n", "What the training flow did")
+    table("test-metrics", [{"metric": k, "value": round(v, 5)} for k, v in sorted(g.test_metrics.items())],
+          f"Test metrics of {g.version}")
+    markdown("gate-decision", f"# Gate: {g.version} is {g.status}\n\n{g.decision.to_markdown()}",
+             "The evaluation gate against the champion")
+    markdown("run-summary", f"# graft run\n\n- version: {g.version} ({g.status})\n"
+             f"- champion: {g.champion} (was {g.previous_champion})\n"
+             f"- model: {g.model} ({g.strategy})\n- via: {summary.via}"
+             f"{'' if summary.ran else ' (nothing changed: the last decision stands)'}\n"
+             f"- data version: {g.data_version or 'not tracked'}\n", "What the training flow did")
 
 
 @flow(name="training-flow", log_prints=True)
@@ -93,18 +89,36 @@ def training_flow(params_file: str = "params.yaml", reason: str = "manual", inge
     logger = get_run_logger()
     logger.info("training because: %s", reason)
     p = load_params(params_file)
-    registry = Registry(p.paths.registry)
+    ws = Workspace.from_params(p, params_file)
     if ingest and Path(p.paths.inbox).exists():
         for batch in ingest_pending(params_file):
             logger.info("batch %s: %s", batch["batch"], "; ".join(batch["reasons"]))
     dvc_mode = via_dvc(params_file)
-    with registry.lock():
-        up_to_date = dvc_mode and dvc_up_to_date()
-        for name in STAGES:
-            stage(name, params_file, dvc_mode, up_to_date)
-        summary = gate_and_register(p, registry, "dvc repro" if dvc_mode else "in-process")
-    summary["reason"] = reason
-    summary["dvc_push"] = dvc_push() if tracking_file(p.data.path) else "data not DVC-tracked: nothing pushed"
-    _artifacts(p, summary)
-    logger.info("%s: %s; champion %s", summary["version"], summary["status"], summary["champion"])
-    return summary
+    with Registry(p.paths.registry).lock():
+        up_to_date = dvc_mode and dvc_status()
+        for name, stage_task in TASKS.items():
+            stage_task(name, params_file, dvc_mode, up_to_date)
+        summary = read_summary(ws, "dvc repro" if dvc_mode else "in-process", ran=not up_to_date)
+    out = {**summary.to_dict(), "reason": reason, "dvc_push": dvc_push(p.data.path)}
+    _artifacts(ws, summary)
+    g = summary.gate
+    logger.info("%s: %s; champion %s", g.version, g.status, g.champion)
+    return out
+
+
+def trigger_training(params_file: str, reason: str, ingest: bool = True) -> dict[str, Any]:
+    """Run training_flow: through its deployment when this run is deployed, else as a subflow.
+
+    ingest: let the training run ingest pending inbox batches first (False when the caller just did)."""
+    from prefect.runtime import deployment
+
+    if deployment.id:  # served by `graft worker`: the deployment runs it, with its own retries
+        from prefect.deployments import run_deployment
+
+        run = run_deployment("training-flow/graft-training", parameters={"params_file": params_file, "reason": reason,
+                                                                        "ingest": ingest},
+                             timeout=0, as_subflow=False)
+        return {"triggered": "deployment", "flow_run_id": str(run.id), "reason": reason}
+    summary = training_flow(params_file=params_file, reason=reason, ingest=ingest)
+    return {"triggered": "subflow", "version": summary["version"], "status": summary["status"],
+            "champion": summary["champion"], "reason": reason}

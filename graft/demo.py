@@ -30,9 +30,10 @@ from rich.console import Console
 
 from graft import render
 from graft.local_service import free_port, wait_until_up
-from pipeline.demo_data import make_image_demo, make_text_batch, make_text_demo, text_rows
-from pipeline.io import write_json_atomic
-from pipeline.params import load_params
+from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY
+from pipeline.core.config import load_params
+from pipeline.core.io import write_json_atomic
+from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo, text_rows
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
 DEMO_DIR = Path("outputs/demo")
@@ -90,7 +91,7 @@ def _workspace(console: Console) -> Path:
     }
     (DEMO_DIR / "params.yaml").write_text(
         "# the demo's production workspace (written by `graft demo`)\n" + yaml.safe_dump(params, sort_keys=False))
-    from flows.common import dvc
+    from flows.steps import dvc
 
     for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "local", "../demo-dvcstore"],
                  ["add", "-q", "data/tickets.csv"]):
@@ -146,9 +147,10 @@ def run_demo(console: Console) -> dict[str, Any]:
             console.print(f"monitor (shifted): {m_shift['decision']}: {'; '.join(m_shift['reasons'])}")
             time.sleep(load_params("params.yaml").serve.reload_seconds + 0.5)
             served = _http(f"{url}/health")["model_version"]
-        run = json.loads(Path("outputs/run-summary.json").read_text(encoding="utf-8"))
+        paths = load_params("params.yaml").paths
+        run = json.loads((Path(paths.gate) / RUN_SUMMARY).read_text(encoding="utf-8"))
         after = run["champion"]
-        export = json.loads(Path("outputs/export/export.json").read_text(encoding="utf-8"))
+        export = json.loads((Path(paths.export) / EXPORT_REPORT).read_text(encoding="utf-8"))
         summary = {
             "champion_before": before, "champion_after": after,
             "gate": {"version": run["version"], "status": run["status"], "reasons": run["gate"]["reasons"]},

@@ -7,7 +7,7 @@ import subprocess
 import time
 import urllib.request
 
-from pipeline.errors import GraftError
+from pipeline.core.errors import GraftError
 
 
 def free_port() -> int:

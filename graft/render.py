@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-SPLITS = ("train", "val", "test")
+from pipeline.core.artifacts import SPLITS, Workspace
 
 
 def esc(text: str) -> str:
@@ -148,29 +149,24 @@ def evaluation_summary(console: Console, r: Any, out_dir: Path) -> None:
     console.print(f"plots: {out_dir / 'confusion.png'}, {out_dir / 'reliability.png'}")
 
 
-def gate_table(console: Console, gate: dict[str, Any]) -> None:
-    table = Table()
-    for col in ("criterion", "value", "bound", "result"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    for c in gate["criteria"]:
-        value = "-" if c["value"] is None else f"{c['value']:.4g}"
-        table.add_row(escape(c["name"]), value, escape(c["bound"]), "pass" if c["passed"] else "[red]FAIL[/]")
-    console.print(table)
-
-
-def run_summary(console: Console, s: dict[str, Any]) -> None:
-    colour = {"blessed": "green", "rejected": "red", "needs_approval": "yellow", "unchanged": "cyan"}[s["status"]]
-    console.rule("graft run")
-    console.print(f"model {escape(s['model'])} ({s['strategy']}), registered as [bold]{s['version']}[/]: "
-                  f"[{colour}]{s['status']}[/]" + (" and promoted to champion" if s["promoted"] else ""))
-    t = s["test_metrics"]
+def gate_summary(console: Console, g: Any, _ws: Workspace | None = None) -> None:
+    colour = {"blessed": "green", "rejected": "red", "needs_approval": "yellow", "unchanged": "cyan"}[g.status]
+    console.print(f"model {escape(g.model)} ({g.strategy}), registered as [bold]{g.version}[/]: [{colour}]{g.status}[/]"
+                  + (" and promoted to champion" if g.promoted else ""))
+    t = g.test_metrics
     console.print(f"test: macro-F1 {t['macro_f1']:.4f}, accuracy {t['accuracy']:.4f}, ECE {t['ece']:.4f}, "
                   f"ONNX b1 {t['latency_ms_b1']:.1f} ms, {t['size_mb']:.1f} MB", highlight=False)
-    gate_table(console, s["gate"])
-    for reason in s["gate"]["reasons"]:
-        console.print(f"- {escape(reason)}", soft_wrap=True)
-    console.print(f"champion: {s['champion'] or 'none'} (was {s['previous_champion'] or 'none'});  "
-                  f"data {s['data_version'] or 'untracked'};  via {s['via']};  {s['summary_path']}")
+    console.print(Markdown(g.decision.to_markdown()))
+    console.print(f"champion: {g.champion or 'none'} (was {g.previous_champion or 'none'});  "
+                  f"data {g.data_version or 'not tracked'}")
+
+
+def run_summary(console: Console, s: Any) -> None:
+    console.rule("graft run")
+    if not s.ran:
+        console.print("[cyan]nothing changed since the last run[/]: its gate decision stands")
+    gate_summary(console, s.gate)
+    console.print(f"via {s.via};  {s.path}")
 
 
 def models(console: Console, versions: list[Any], champion: str | None) -> None:
@@ -217,3 +213,20 @@ def drift_summary(console: Console, r: Any) -> None:
         console.print("[bold]retraining triggered[/]")
     if r.report_html:
         console.print(f"report: {r.report_html}")
+
+
+_STAGE_SUMMARY = {
+    "prepare": lambda c, r, ws: prepare_summary(c, r.summary(), ws.prepare),
+    "validate": lambda c, r, ws: validation_summary(c, r.summary(), ws.validate),
+    "select": lambda c, r, ws: leaderboard(c, r, ws.select),
+    "train": lambda c, r, ws: train_summary(c, r),
+    "evaluate": lambda c, r, ws: evaluation_summary(c, r, ws.evaluate),
+    "export": lambda c, r, ws: export_summary(c, r),
+    "gate": gate_summary,
+}
+
+
+def stage_summary(console: Console, name: str, result: Any, ws: Workspace) -> None:
+    """One screen for a stage's result (None: the stage ran through DVC, which printed its own)."""
+    if result is not None:
+        _STAGE_SUMMARY[name](console, result, ws)

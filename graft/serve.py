@@ -26,10 +26,11 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.params import Params
-from pipeline.predictor import ModelNotFound, Predictor, champion_dir
-from pipeline.prodlog import ProductionLog
-from pipeline.registry import Registry
+from pipeline.core.errors import ModelNotFound
+from pipeline.core.params import Params
+from pipeline.production.predictor import Predictor
+from pipeline.production.prodlog import ProductionLog
+from pipeline.release.registry import Registry, champion_dir
 
 
 class Prediction(BaseModel):

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from graft.local_service import free_port, wait_until_up
-from pipeline.errors import GraftError
+from pipeline.core.errors import GraftError
 
 DEPLOYMENTS = Path("infra/deployments.py")
 

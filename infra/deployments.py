@@ -18,7 +18,7 @@ from typing import Any
 from flows.ingest import ingest_flow
 from flows.monitoring import monitoring_flow
 from flows.training import training_flow
-from pipeline.params import load_params
+from pipeline.core.config import load_params
 
 
 def deployments(params_file: str = "params.yaml") -> list[Any]:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-# Quiet and offline, as the CLI sets it.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+from pipeline.core.env import set_quiet_offline_defaults
+
+set_quiet_offline_defaults()  # quiet and offline, as the CLI sets it
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -169,13 +168,19 @@ def colour_images(root: Path, per_class: int = 24) -> Path:
 
 def spam_texts(path: Path, per_class: int = 40) -> Path:
     """Two learnable classes of short messages over the tiny vocabulary."""
-    import csv
     import random
 
     rng = random.Random(0)
     spam, ham = TEXT_WORDS[:13], TEXT_WORDS[13:]
     rows = [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
             for label, words in (("spam", spam), ("ham", ham)) for _ in range(per_class)]
+    return write_rows(path, rows)
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A CSV with a text,label header."""
+    import csv
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -213,9 +218,8 @@ def text_params(data: str, bert: Path, cache: Path, **extra: dict) -> dict:
 def champion_workspace(tmp_path_factory, tiny_bert_dir) -> Path:
     """A text workspace (data/t.csv, params.yaml) after one `graft run`: v0001 is the champion."""
     import yaml
-    from rich.console import Console
 
-    from graft.run import run_pipeline
+    from flows.steps import run_pipeline
 
     ws = tmp_path_factory.mktemp("workspace")
     spam_texts(ws / "data" / "t.csv", per_class=40)
@@ -223,10 +227,10 @@ def champion_workspace(tmp_path_factory, tiny_bert_dir) -> Path:
     cwd = Path.cwd()
     os.chdir(ws)
     try:
-        summary = run_pipeline(Path("params.yaml"), None, Console(quiet=True))
+        summary = run_pipeline(Path("params.yaml"), say=lambda _m: None)
     finally:
         os.chdir(cwd)
-    assert summary["champion"] == "v0001", summary
+    assert summary.gate.champion == "v0001", summary
     return ws
 
 

@@ -96,12 +96,12 @@ select: {{candidates: [{{name: test_efficientnet, weights: {tiny_timm_dir}}}], c
 train: {{epochs: 1, probe_epochs: 20}}
 export: {{latency_runs: 3, quantize: false}}
 paths: {{prepare: {tmp_path}/o/prep, validate: {tmp_path}/o/val, select: {tmp_path}/o/sel, train: {tmp_path}/o/train,
-        evaluate: {tmp_path}/o/ev, export: {tmp_path}/o/ex, registry: {tmp_path}/reg, cache: {tmp_path}/cache}}
+        evaluate: {tmp_path}/o/ev, export: {tmp_path}/o/ex, gate: {tmp_path}/o/gate, registry: {tmp_path}/reg, cache: {tmp_path}/cache}}
 """)
     code, out = _run("run", "--params", p)
     assert code == 0, out
     assert "registered as v0001" in out and "blessed" in out and "in-process" in out
-    summary = json.loads((tmp_path / "o" / "run-summary.json").read_text())
+    summary = json.loads((tmp_path / "o" / "gate" / "run-summary.json").read_text())
     assert summary["version"] == "v0001" and summary["promoted"] and summary["gate"]["status"] == "blessed"
     assert {c["name"] for c in summary["gate"]["criteria"]} >= {"macro_f1", "onnx_parity"}
     code, out = _run("run", "--params", p)  # nothing changed: nothing new to gate

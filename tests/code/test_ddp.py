@@ -12,9 +12,9 @@ from conftest import REPO, colour_images
 SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from pipeline.params import parse_params
-    from pipeline.prepare import prepare_data
-    from pipeline.train import train_model
+    from pipeline.core.config import parse_params
+    from pipeline.data.prepare import prepare_data
+    from pipeline.model.train import train_model
     data, weights, out = map(Path, sys.argv[1:4])
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
                       "train": {"epochs": 3, "batch_size": 16, "lr": 3e-4, "head_lr": 3e-3, "augment": False,

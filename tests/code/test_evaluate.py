@@ -8,16 +8,17 @@ import pytest
 from conftest import tiny_task
 from PIL import Image
 
-from pipeline.errors import GraftError
-from pipeline.evaluate import (
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.core.errors import GraftError
+from pipeline.data.prepare import prepare_data
+from pipeline.model.evaluate import (
     expected_calibration_error,
     run_evaluate,
     slice_values,
     summary_metrics,
 )
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import train_model
+from pipeline.model.train import train_model
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
@@ -33,7 +34,7 @@ def test_run_evaluate_writes_metrics_plots_and_predictions(tmp_path, tiny_timm_d
     m.to_parquet(tmp_path / "val" / "manifest.parquet")
     train_model(m, labels, data, {"chosen": {"name": name, "weights": str(w)}, "strategy": "linear_probe"},
                 p, tmp_path / "train")
-    r = run_evaluate(p, tmp_path / "train", tmp_path / "val", tmp_path / "ev")
+    r = run_evaluate(p, Workspace.from_params(p, train=tmp_path / "train", validate=tmp_path / "val", evaluate=tmp_path / "ev"))
     out = tmp_path / "ev"
     assert set(r.metrics) == {"loss", "accuracy", "macro_f1", "ece", "roc_auc"}
     assert r.metrics["macro_f1"] >= 0.8 and 0.0 <= r.metrics["ece"] <= 1.0

@@ -7,10 +7,13 @@ import onnx
 import pytest
 from conftest import tiny_task
 
-from pipeline.export import ExportParityError, load_trained, ort_session, run_export
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import train_model
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.data.prepare import prepare_data
+from pipeline.model.export import ExportParityError, run_export
+from pipeline.model.train import train_model
+from pipeline.model.trained import load_trained
+from pipeline.production.runtime import ort_session
 
 
 def _trained(tmp_path, modality, weights, **export):
@@ -26,10 +29,14 @@ def _trained(tmp_path, modality, weights, **export):
     return p
 
 
+def _ws(p, tmp_path):
+    return Workspace.from_params(p, train=tmp_path / "train", validate=tmp_path / "val", export=tmp_path / "exp")
+
+
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality):
     p = _trained(tmp_path, modality, tiny_timm_dir if modality == "image" else tiny_bert_dir)
-    r = run_export(p, tmp_path / "train", tmp_path / "val", tmp_path / "exp")
+    r = run_export(p, _ws(p, tmp_path))
     assert r.passed and r.parity.top1_agreement == 1.0 and r.parity.max_abs_diff_logits < 1e-4
     assert r.parity.examples == 12 if modality == "image" else r.parity.examples > 0
     for key in ("torch_b1", "onnx_b1", "torch_b32", "onnx_b32", "onnx_int8_b1"):
@@ -49,15 +56,15 @@ def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality
         enc = view.tokenizer(["free prize", "hello see you later", "ok"], padding=True, return_tensors="np")
         feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
         dim = 32
-        assert (tmp_path / "exp" / "tokenizer").is_dir()
+        assert (tmp_path / "exp" / "model" / "tokenizer").is_dir()
     logits, emb = session.run(["logits", "embedding"], feeds)
     assert logits.shape == (3, 2) and emb.shape == (3, dim)
-    assert r.int8 and (tmp_path / "exp" / "model.int8.onnx").exists()
+    assert r.int8 and (tmp_path / "exp" / "model" / "model.int8.onnx").exists()
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]
 
 
 def test_parity_beyond_the_bound_fails_the_export_with_a_report(tmp_path, tiny_timm_dir):
     p = _trained(tmp_path, "image", tiny_timm_dir, max_abs_diff=1e-12, quantize=False)
     with pytest.raises(ExportParityError, match=r"export\.max_abs_diff=1e-12"):
-        run_export(p, tmp_path / "train", tmp_path / "val", tmp_path / "exp")
+        run_export(p, _ws(p, tmp_path))
     assert not json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]

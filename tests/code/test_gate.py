@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline.gate import decide, paired_bootstrap
-from pipeline.params import parse_params
+from pipeline.core.config import parse_params
+from pipeline.release.decision import decide, paired_bootstrap
 
 GOOD = {"macro_f1": 0.90, "accuracy": 0.92, "ece": 0.05}
 

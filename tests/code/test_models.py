@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.models import (
+from pipeline.model.backbones import (
     Classifier,
     UnsupportedCandidate,
     WeightsNotFound,
@@ -102,7 +102,7 @@ def test_embedding_width_of_a_model_with_a_conv_head_after_pooling():
     # MobileNetV3's features are 576 wide before its 1024-wide conv head; the backbone returns the latter
     import torch
 
-    from pipeline.models import load_backbone
+    from pipeline.model.backbones import load_backbone
 
     b = load_backbone("mobilenetv3_small_050", None, "image", pretrained=False)
     with torch.no_grad():

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 from conftest import shifted_texts
 
-from pipeline.monitor import MonitorError, load_reference, run_monitor
-from pipeline.params import load_params
-from pipeline.predictor import Predictor, champion_dir
-from pipeline.prodlog import ProductionLog
+from pipeline.core.config import load_params
+from pipeline.production.monitor import run_monitor
+from pipeline.production.predictor import Predictor
+from pipeline.production.prodlog import ProductionLog
+from pipeline.production.reference import MonitorError, load_reference
+from pipeline.release.registry import champion_dir
 
 
 def _log(texts, p):
@@ -74,7 +76,7 @@ def test_one_drift_episode_triggers_one_retraining(workspace):
 
 
 def _window(p):
-    from pipeline.prodlog import read_log
+    from pipeline.production.prodlog import read_log
 
     return read_log(p.paths.log)
 

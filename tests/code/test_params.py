@@ -4,8 +4,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import ParamsError
-from pipeline.params import freeze_labels, load_params, parse_params, save_resolved
+from pipeline.core.config import freeze_labels, load_params, parse_params, save_resolved
+from pipeline.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.io import write_atomic, write_text_atomic
+    from pipeline.core.io import write_atomic, write_text_atomic
 
     write_text_atomic(tmp_path / "a.txt", "x")
     write_atomic(tmp_path / "w.safetensors", lambda p: save_file({"t": torch.zeros(2)}, str(p)))

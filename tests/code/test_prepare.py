@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 from conftest import SHARED, solid_image
 
-from pipeline.errors import DataError
-from pipeline.params import parse_params
-from pipeline.prepare import MANIFEST_COLUMNS, assign_split, prepare_data, run_prepare
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.core.errors import DataError
+from pipeline.data.prepare import MANIFEST_COLUMNS, assign_split, prepare_data, run_prepare
 
 
 def _prep(path, **sections):
@@ -52,7 +53,7 @@ def test_splits_are_deterministic_and_stable_when_data_is_added(image_tree, tmp_
 
 
 def test_split_proportions_are_close_to_the_fractions():
-    from pipeline.params import SplitFractions
+    from pipeline.core.params import SplitFractions
 
     fr = SplitFractions(train=0.6, val=0.2, test=0.2)
     splits = pd.Series([assign_split(f"k{i}", 0, fr) for i in range(20000)]).value_counts(normalize=True)
@@ -114,7 +115,8 @@ def test_sms_spam_headerless_tsv_reads_every_row():
 def test_run_prepare_writes_manifest_summary_and_resolved_params(image_tree, tmp_path):
     root = image_tree({"cat": 6, "dog": 6})
     out = tmp_path / "out"
-    run_prepare(parse_params({"prepare": {"seed": 5}}), out, root)
+    p = parse_params({"prepare": {"seed": 5}})
+    run_prepare(p, Workspace.from_params(p, data=root, prepare=out))
     assert len(pd.read_parquet(out / "manifest.parquet")) == 12
     info = json.loads((out / "prepare.json").read_text())
     assert info["classes"] == ["cat", "dog"] and sum(info["counts"]["cat"].values()) == 6
@@ -176,10 +178,10 @@ def test_files_outside_class_folders_are_flagged(image_tree):
 def test_a_failed_prepare_leaves_the_previous_manifest(tmp_path, text_csv):
     good = text_csv()
     out = tmp_path / "out"
-    run_prepare(parse_params({}), out, good)
+    run_prepare(parse_params({}), Workspace.from_params(parse_params({}), data=good, prepare=out))
     before = (out / "manifest.parquet").read_bytes(), (out / "prepare.json").read_bytes()
     bad = tmp_path / "bad.csv"
     bad.write_text("body,label\nhello,a\n")
     with pytest.raises(DataError, match="no column 'text'"):
-        run_prepare(parse_params({}), out, bad)
+        run_prepare(parse_params({}), Workspace.from_params(parse_params({}), data=bad, prepare=out))
     assert ((out / "manifest.parquet").read_bytes(), (out / "prepare.json").read_bytes()) == before

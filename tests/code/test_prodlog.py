@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from pipeline.prodlog import ProductionLog, read_log
+from pipeline.production.prodlog import ProductionLog, read_log
 
 
 def _records(n, tag="a"):

@@ -4,8 +4,8 @@ import random
 
 from PIL import Image, ImageFilter
 
-from pipeline.demo_data import _shape_image, shift_image
-from pipeline.profile import image_features, text_features, vocabulary
+from pipeline.data.demo import _shape_image, shift_image
+from pipeline.production.profile import image_features, text_features, vocabulary
 
 
 def test_brightness_blur_and_colour_are_measured():

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import REPO, colour_images
 
-from pipeline.registry import Registry, RegistryBusy, RegistryError
+from pipeline.release.registry import Registry, RegistryBusy, RegistryError
 
 
 def _version(reg, tmp_path, status="blessed", tag="a"):
@@ -45,7 +45,7 @@ def test_a_second_process_is_refused_while_the_lock_is_held(tmp_path):
     root = tmp_path / "registry"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from pipeline.registry import Registry
+        from pipeline.release.registry import Registry
         with Registry({str(root)!r}).lock():
             print("locked", flush=True)
             time.sleep(30)
@@ -64,7 +64,7 @@ def test_a_second_process_is_refused_while_the_lock_is_held(tmp_path):
 KILL_LOOP = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from pipeline.registry import Registry
+    from pipeline.release.registry import Registry
     root, src = Path(sys.argv[1]), Path(sys.argv[2])
     reg = Registry(root)
     with reg.lock():
@@ -100,12 +100,13 @@ def test_kill_9_at_any_moment_leaves_the_registry_consistent(tmp_path):
 
 
 def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_timm_dir):
-    from pipeline.evaluate import run_evaluate
-    from pipeline.export import run_export
-    from pipeline.params import parse_params
-    from pipeline.prepare import prepare_data
-    from pipeline.publish import publish
-    from pipeline.train import train_model
+    from pipeline.core.artifacts import Workspace
+    from pipeline.core.config import parse_params
+    from pipeline.data.prepare import prepare_data
+    from pipeline.model.evaluate import run_evaluate
+    from pipeline.model.export import run_export
+    from pipeline.model.train import train_model
+    from pipeline.release.gate import run_gate
 
     data = colour_images(tmp_path / "imgs", per_class=40)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
@@ -122,9 +123,11 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
         train_model(frame, ["blue", "red"], data, {"chosen": {"name": "test_efficientnet",
                                                               "weights": str(tiny_timm_dir)},
                                                    "strategy": "linear_probe"}, p, d / "train")
-        run_evaluate(p, d / "train", d / "val", d / "ev")
-        run_export(p, d / "train", d / "val", d / "ex")
-        return publish(p, d / "val", d / "train", d / "ev", d / "ex", d)
+        ws = Workspace.from_params(p, validate=d / "val", train=d / "train", evaluate=d / "ev", export=d / "ex",
+                                   gate=d / "gate")
+        run_evaluate(p, ws)
+        run_export(p, ws)
+        return run_gate(p, ws).to_dict()
 
     first = cycle("good", manifest)
     assert first["status"] == "blessed" and first["promoted"] and first["champion"] == "v0001"

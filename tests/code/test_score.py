@@ -7,7 +7,7 @@ from conftest import shifted_texts
 from typer.testing import CliRunner
 
 from graft.cli import app
-from pipeline.prodlog import read_log
+from pipeline.production.prodlog import read_log
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def test_score_a_text_file_writes_predictions_and_logs_them(workspace):
 def test_score_says_what_is_wrong_with_the_input(workspace):
     pd.DataFrame({"message": ["hi"]}).to_csv("bad.csv", index=False)
     r = runner.invoke(app, ["score", "bad.csv"])
-    assert r.exit_code == 2 and "no 'text' column" in r.output and "data.text_column" in r.output
+    assert r.exit_code == 2 and "bad.csv has no column 'text'" in r.output and "data.text_column" in r.output
     r = runner.invoke(app, ["score", "missing.csv"])
     assert r.exit_code == 2 and "missing.csv does not exist" in r.output
     r = runner.invoke(app, ["score", "bad.csv", "-o", "out.xlsx"])

@@ -7,12 +7,13 @@ import pytest
 import torch
 from conftest import colour_images
 
-from pipeline.errors import GraftError, ParamsError
-from pipeline.features import embed_frame
-from pipeline.models import load_backbone
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.select import choose_strategy, run_select, select_candidate, stratified_sample
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.core.errors import GraftError, ParamsError
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import load_backbone
+from pipeline.model.features import embed_frame
+from pipeline.model.select import choose_strategy, run_select, select_candidate, stratified_sample
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_run_select_writes_leaderboard_and_decision(tmp_path, colour_manifest, t
     manifest.to_parquet(tmp_path / "val" / "manifest.parquet")
     p = _params(tmp_path, [{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}])
     p = p.model_copy(update={"data": p.data.model_copy(update={"path": str(root)})})
-    run_select(p, tmp_path / "val", tmp_path / "sel")
+    run_select(p, Workspace.from_params(p, validate=tmp_path / "val", select=tmp_path / "sel"))
     saved = json.loads((tmp_path / "sel" / "leaderboard.json").read_text())
     assert saved["chosen"]["name"] == "test_efficientnet" and saved["strategy"] == "linear_probe"
     assert saved["reasons"] and (tmp_path / "sel" / "leaderboard.md").exists()

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 
 from graft.local_service import free_port, wait_until_up
 from graft.serve import create_app
-from pipeline.params import load_params
-from pipeline.prodlog import ProductionLog, read_log
-from pipeline.registry import Registry
+from pipeline.core.config import load_params
+from pipeline.production.prodlog import ProductionLog, read_log
+from pipeline.release.registry import Registry
 
 
 @pytest.fixture
@@ -89,9 +89,8 @@ def test_without_a_champion_the_service_says_so(workspace):
 
 def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch):
     import yaml
-    from rich.console import Console
 
-    from graft.run import run_pipeline
+    from flows.steps import run_pipeline
 
     data = colour_images(tmp_path / "imgs", per_class=20)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
@@ -101,7 +100,7 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
         "train": {"epochs": 1, "probe_epochs": 20}, "export": {"latency_runs": 3, "quantize": False},
         "paths": {"cache": str(tmp_path / "cache")}}))
     monkeypatch.chdir(tmp_path)
-    run_pipeline(Path("params.yaml"), None, Console(quiet=True))
+    run_pipeline(Path("params.yaml"), say=lambda _m: None)
     p = load_params("params.yaml")
     with TestClient(create_app(p, ProductionLog(p.paths.log, flush_records=1))) as c:
         files = [("files", (f.name, f.read_bytes(), "image/png")) for f in sorted((data / "red").iterdir())[:3]]
@@ -114,8 +113,9 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
     log = read_log(p.paths.log)
     assert len(log) == 3 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
     # batch scoring of a folder: an unreadable file is skipped and named, the rest scored
-    from pipeline.predictor import Predictor, champion_dir
-    from pipeline.score import score
+    from pipeline.production.predictor import Predictor
+    from pipeline.production.score import score
+    from pipeline.release.registry import champion_dir
 
     incoming = tmp_path / "incoming"
     shutil.copytree(data / "blue", incoming / "cam1")

@@ -8,10 +8,12 @@ import torch
 from conftest import tiny_task
 from safetensors.torch import load_file
 
-from pipeline.models import rebuild_classifier
-from pipeline.params import parse_params
-from pipeline.prepare import prepare_data
-from pipeline.train import WeightedCrossEntropy, run_train, train_model
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import parse_params
+from pipeline.data.prepare import prepare_data
+from pipeline.model.backbones import rebuild_classifier
+from pipeline.model.probe import WeightedCrossEntropy
+from pipeline.model.train import run_train, train_model
 
 
 class Stop(Exception):
@@ -107,7 +109,7 @@ def test_a_fine_tune_worse_than_its_probe_ships_the_probe(tmp_path, tiny_timm_di
 
 
 def test_scratch_candidates_are_reproducible(tiny_timm_dir):
-    from pipeline.models import load_backbone
+    from pipeline.model.backbones import load_backbone
 
     a = load_backbone("test_efficientnet", None, "image", pretrained=False)
     b = load_backbone("test_efficientnet", None, "image", pretrained=False)
@@ -126,11 +128,12 @@ def test_saved_model_rebuilds_and_predicts_the_same(tmp_path, tiny_timm_dir):
 
 
 def test_run_train_needs_select_first(tmp_path):
-    from pipeline.errors import GraftError
+    from pipeline.core.errors import GraftError
 
     (tmp_path / "val").mkdir()
     with pytest.raises(GraftError, match="run `graft validate` first"):
-        run_train(parse_params({}), tmp_path / "nothing", tmp_path / "sel", tmp_path / "out")
+        p = parse_params({})
+        run_train(p, Workspace.from_params(p, validate=tmp_path / "nothing", select=tmp_path / "sel", train=tmp_path / "out"))
 
 
 def test_class_weighting_weights_examples_not_the_smoothing_term():

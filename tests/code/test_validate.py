@@ -7,17 +7,19 @@ import pytest
 from conftest import png_header_only, solid_image
 from PIL import Image
 
-from pipeline.errors import DataValidationError
-from pipeline.params import load_params, parse_params
-from pipeline.prepare import run_prepare
-from pipeline.validate import run_validate
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import load_params, parse_params
+from pipeline.core.errors import DataValidationError
+from pipeline.data.prepare import run_prepare
+from pipeline.data.validate import run_validate
 
 
 def _stage(tmp_path, data_path, params_file=None, **sections):
     """prepare + validate into tmp_path/{prep,val}; returns the report."""
     p = parse_params(sections) if params_file is None else load_params(params_file)
-    run_prepare(p, tmp_path / "prep", data_path)
-    return run_validate(p, tmp_path / "prep", tmp_path / "val", params_file)
+    ws = Workspace.from_params(p, params_file, data=data_path, prepare=tmp_path / "prep", validate=tmp_path / "val")
+    run_prepare(p, ws)
+    return run_validate(p, ws)
 
 
 def _quarantined(tmp_path):
@@ -209,7 +211,7 @@ def test_a_failed_run_leaves_earlier_outputs_and_params_alone(tmp_path, image_tr
 
 
 def test_manifest_missing_columns_is_refused(tmp_path, image_tree):
-    from pipeline.validate import validate_manifest
+    from pipeline.data.validate import validate_manifest
 
     with pytest.raises(DataValidationError, match=r"lacks columns \['sha256'\]; re-run `graft prepare`"):
         validate_manifest(pd.DataFrame({"id": ["a"], "modality": ["image"], "label": ["x"], "split": ["train"],

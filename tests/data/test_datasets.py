@@ -5,16 +5,18 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SHARED
 
-from pipeline.demo_data import make_demo_data
-from pipeline.params import load_params
-from pipeline.prepare import run_prepare
-from pipeline.validate import run_validate
+from pipeline.core.artifacts import Workspace
+from pipeline.core.config import load_params
+from pipeline.data.demo import make_demo_data
+from pipeline.data.prepare import run_prepare
+from pipeline.data.validate import run_validate
 
 
 def _validate(params_file: Path, data_path: Path, tmp_path: Path):
     params = load_params(params_file)
-    run_prepare(params, tmp_path / "prep", data_path)
-    return run_validate(params, tmp_path / "prep", tmp_path / "val")
+    ws = Workspace.from_params(params, data=data_path, prepare=tmp_path / "prep", validate=tmp_path / "val")
+    run_prepare(params, ws)
+    return run_validate(params, ws)
 
 
 @pytest.mark.parametrize(("modality", "params_file"),

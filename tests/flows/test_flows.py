@@ -1,6 +1,5 @@
 """training_flow, ingest_flow and monitoring_flow under a Prefect server."""
 
-import csv
 import os
 import shutil
 import subprocess
@@ -9,17 +8,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import shifted_texts
+from conftest import shifted_texts, write_rows
 
 import flows.ingest as ingest_mod
 import flows.training as training_mod
 from flows.ingest import ingest_flow
 from flows.monitoring import monitoring_flow
+from flows.steps import run_pipeline
 from flows.training import training_flow
-from pipeline.errors import DataError
-from pipeline.params import load_params
-from pipeline.predictor import Predictor, champion_dir
-from pipeline.prodlog import ProductionLog
+from pipeline.core.config import load_params
+from pipeline.core.errors import DataError
+from pipeline.production.predictor import Predictor
+from pipeline.production.prodlog import ProductionLog
+from pipeline.release.registry import champion_dir
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +63,8 @@ def test_transient_failures_are_retried_and_data_errors_are_not(workspace, monke
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(training_mod, "run_stage", flaky)
-    monkeypatch.setattr(training_mod, "stage", training_mod.stage.with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(training_mod, "TASKS", {n: t.with_options(retry_delay_seconds=0)
+                                                for n, t in training_mod.TASKS.items()})
     assert training_flow(params_file="params.yaml")["status"] == "unchanged"
     assert calls["select"] == 2
 
@@ -79,15 +81,6 @@ def test_transient_failures_are_retried_and_data_errors_are_not(workspace, monke
     assert calls["validate"] == 1
 
 
-def _batch(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        w.writerows(rows)
-    return path
-
-
 def _dvc(*args):
     return subprocess.run([sys.executable, "-m", "dvc", *args], check=True, capture_output=True, text=True)
 
@@ -98,8 +91,8 @@ def test_ingest_merges_good_batches_rejects_bad_ones_and_versions_the_data(works
     before_hash = yaml.safe_load(Path("data/t.csv.dvc").read_text())["outs"][0]["md5"]
     before = Path("data/t.csv").read_text()
     good = [("free cash prize now", "spam"), ("see you at lunch tomorrow", "ham")] * 5
-    _batch(Path("data/inbox/b1.csv"), good)
-    _batch(Path("data/inbox/b2.csv"), [("free cash", "eggs")] * 10)  # a label the model does not know
+    write_rows(Path("data/inbox/b1.csv"), good)
+    write_rows(Path("data/inbox/b2.csv"), [("free cash", "eggs")] * 10)  # a label the model does not know
     triggered = []
     monkeypatch.setattr(ingest_mod, "trigger_training", lambda pf, reason, ingest=True: triggered.append(reason) or {"reason": reason})
     out = ingest_flow(params_file="params.yaml")
@@ -113,11 +106,17 @@ def test_ingest_merges_good_batches_rejects_bad_ones_and_versions_the_data(works
     assert yaml.safe_load(Path("data/t.csv.dvc").read_text())["outs"][0]["md5"] != before_hash  # a new data version
     assert triggered == ["new data: 10 rows from b1.csv"]
     assert ingest_flow(params_file="params.yaml")["batches"] == []  # the inbox is empty now
+    # the retrained model's card names the .dvc file that tracks data.path, and the new hash
+    summary = run_pipeline("params.yaml", say=lambda _m: None)
+    new_hash = yaml.safe_load(Path("data/t.csv.dvc").read_text())["outs"][0]["md5"]
+    assert summary.gate.version == "v0002" and summary.gate.data_version.md5 == new_hash
+    card = (Path("registry/versions/v0002/card.md")).read_text()
+    assert f"version {new_hash} (DVC, tracked by `data/t.csv.dvc`)" in card
 
 
 def test_a_rejected_batch_changes_nothing(workspace, monkeypatch):
     before = Path("data/t.csv").read_bytes()
-    _batch(Path("data/inbox/b3.csv"), [("", "ham")] * 3 + [("x", "spam")])
+    write_rows(Path("data/inbox/b3.csv"), [("", "ham")] * 3 + [("x", "spam")])
     monkeypatch.setattr(ingest_mod, "trigger_training", lambda *a, **k: pytest.fail("must not train"))
     out = ingest_flow(params_file="params.yaml")
     assert not out["batches"][0]["accepted"] and out["training"] is None

@@ -1,0 +1,34 @@
+"""Per-epoch metrics and plots through dvclive, read by `dvc plots show` and `dvc exp show`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class DvcLiveLog:
+    """An epoch logger for train (`run_stage` attaches it on every run path): one dvclive step per epoch."""
+
+    def __init__(self, folder: Path, resume: bool = False,
+                 warn: Callable[[str], Any] | None = None):
+        from dvclive import Live
+
+        try:
+            self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+        except Exception as exc:  # a logger must not stop training (e.g. a git repo with no commit)
+            self.live = None
+            (warn or logging.getLogger("graft").warning)(f"dvclive is off ({type(exc).__name__}: {exc}); every epoch is still in history.json")
+
+    def __call__(self, epoch: int, row: dict[str, Any]) -> None:
+        if self.live is None:
+            return
+        for key, value in row.items():
+            if key != "epoch":
+                self.live.log_metric(key, float(value))
+        self.live.next_step()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()

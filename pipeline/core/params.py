@@ -1,0 +1,257 @@
+"""params.yaml's sections: frozen, typed, every key with a default (loading is in config.py).
+
+A params file may hold only the keys it changes. Unknown keys, wrong types and out-of-range
+values fail with the key's dotted path and what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    # strict: a YAML string "0.7" is not silently a float; extra keys are typos, not options.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataParams(Section):
+    path: str = "data/raw/images"
+    modality: Literal["auto", "image", "text"] = "auto"
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    header: bool = True
+    columns: list[str] = Field(default_factory=list)
+    encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _columns_without_header(self) -> DataParams:
+        if not self.header and not self.columns:
+            raise ValueError(
+                "header: false needs columns: the names of the file's columns in order, "
+                "e.g. columns: [label, text]"
+            )
+        return self
+
+
+class SplitFractions(Section):
+    train: float = Field(0.7, ge=0.0, le=1.0)
+    val: float = Field(0.15, ge=0.0, le=1.0)
+    test: float = Field(0.15, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        if self.train == 0:
+            raise ValueError("train must be above 0")
+        return self
+
+
+class PrepareParams(Section):
+    seed: int = 0
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    split_folders: Literal["auto", "yes", "no"] = "auto"
+    image_extensions: list[str] = Field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
+    )
+    workers: int = Field(0, ge=0, description="processes for hashing and header reads; 0 = all cores")
+
+
+class MinPerClass(Section):
+    train: int = Field(5, ge=0)
+    val: int = Field(1, ge=0)
+    test: int = Field(1, ge=0)
+
+
+class ImageChecks(Section):
+    min_width: int = Field(16, ge=1)
+    min_height: int = Field(16, ge=1)
+    max_width: int = Field(8192, ge=1)
+    max_height: int = Field(8192, ge=1)
+    modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L", "P", "LA"])
+    thumbnail: int = Field(64, ge=8, description="side of the thumbnail decoded to prove decodability")
+
+
+class TextChecks(Section):
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(20000, ge=1)
+
+
+class ValidateParams(Section):
+    labels: list[str] = Field(default_factory=list)
+    min_per_class: MinPerClass = Field(default_factory=MinPerClass)
+    on_bad_rows: Literal["quarantine", "fail"] = "quarantine"
+    max_bad_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    image: ImageChecks = Field(default_factory=ImageChecks)
+    text: TextChecks = Field(default_factory=TextChecks)
+
+
+class Candidate(Section):
+    name: str
+    weights: str | None = Field(None, description="file, folder or package:<module>; none = hub cache")
+    pretrained: bool = Field(True, description="false: the same architecture, randomly initialised")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+Strategy = Literal["linear_probe", "partial", "full", "gradual_unfreeze", "lora"]
+
+
+class SelectParams(Section):
+    candidates: list[Candidate] = Field(default_factory=list)
+    sample_per_class: int = Field(200, ge=2, description="training examples per class for the probe")
+    cv_folds: int = Field(5, ge=2)
+    max_latency_ms: float = Field(0.0, ge=0.0, description="CPU batch-1 budget; 0 = none")
+    max_params: int = Field(0, ge=0, description="parameter budget; 0 = none")
+    latency_runs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    strategy: Literal["auto", "linear_probe", "partial", "full", "gradual_unfreeze", "lora"] = "auto"
+    small_data_per_class: int = Field(100, ge=1, description="below this, data counts as small")
+    good_probe_f1: float = Field(0.9, ge=0.0, le=1.0, description="a probe this good needs little tuning")
+    lora_min_params: int = Field(100_000_000, ge=0, description="transformers this large use LoRA")
+
+
+class LoraParams(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainParams(Section):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = 0
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0.0, description="learning rate of the top backbone group")
+    head_lr: float = Field(1e-3, gt=0.0)
+    layer_decay: float = Field(0.75, gt=0.0, le=1.0, description="lr multiplier per group going down")
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 = off")
+    patience: int = Field(3, ge=1, description="epochs without a better val macro-F1 before stopping")
+    class_weighting: bool = True
+    partial_groups: int = Field(2, ge=1, description="top layer groups trained by `partial`")
+    unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs per newly unfrozen group")
+    batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="frozen: BatchNorm keeps its pretrained statistics (small batches drag them)")
+    augment: bool = True
+    mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
+    cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")
+    probe_epochs: int = Field(200, ge=1, description="head epochs on cached features")
+    max_length: int = Field(128, ge=8, description="text: tokens per example")
+    workers: int = Field(0, ge=0, description="data-loading processes")
+    lora: LoraParams = Field(default_factory=LoraParams)
+
+
+class ExportParams(Section):
+    opset: int = Field(18, ge=13)
+    max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
+    quantize: bool = Field(True, description="also write a dynamic int8 model, checked the same way")
+    latency_runs: int = Field(30, ge=3)
+    reference_size: int = Field(2000, ge=50, description="training examples profiled as the drift reference")
+
+
+class EvaluateParams(Section):
+    slices: list[str] = Field(default_factory=list, description="manifest columns, or size_bucket / length_bucket")
+    ece_bins: int = Field(15, ge=2)
+
+
+class Bound(Section):
+    min: float | None = None
+    max: float | None = None
+
+
+class ChangeBound(Section):
+    min_abs: float | None = Field(None, description="(challenger - champion), good direction; negative = tolerated regression")
+    min_rel: float | None = Field(None, description="(challenger - champion) / |champion|, good direction")
+
+
+class BootstrapParams(Section):
+    samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class GateParams(Section):
+    primary: str = "macro_f1"
+    bounds: dict[str, Bound] = Field(default_factory=lambda: {
+        "macro_f1": Bound(min=0.7), "accuracy": Bound(min=0.7), "ece": Bound(max=0.2)})
+    change: dict[str, ChangeBound] = Field(default_factory=lambda: {"macro_f1": ChangeBound(min_abs=0.0)})
+    require_significant: bool = False
+    bootstrap: BootstrapParams = Field(default_factory=BootstrapParams)
+    slice_bounds: dict[str, Bound] = Field(default_factory=dict)
+    require_parity: bool = True
+    first_run: Literal["bless_on_value_bounds", "require_manual"] = "bless_on_value_bounds"
+
+
+class ServeParams(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model: Literal["fp32", "int8"] = "fp32"
+    max_batch: int = Field(64, ge=1, description="most inputs one request may carry")
+    max_upload_mb: float = Field(20.0, gt=0)
+    reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
+    flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
+    flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
+
+
+class MonitorParams(Section):
+    window_hours: float = Field(24.0, gt=0, description="current window: log records of the last N hours")
+    window_records: int = Field(5000, ge=0, description="... at most the latest N of them; 0 = all")
+    min_records: int = Field(200, ge=1, description="fewer current records than this: no decision")
+    method: str | None = Field(None, description="Evidently stat test for the summary features; none = its default")
+    threshold: float | None = Field(None, description="that test's threshold; none = its default")
+    drift_share: float = Field(0.5, gt=0, le=1, description="drift when at least this share of columns drifted")
+    embedding_method: Literal["model", "ratio", "distance", "mmd"] = "model"
+    embedding_threshold: float | None = Field(None, gt=0, description="drift when the embedding score passes this; none = the method's default")
+    embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
+    cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
+    seed: int = 0
+
+
+class ScheduleParams(Section):
+    training_cron: str = Field("0 3 * * 1", description="training_flow: Mondays 03:00")
+    monitoring_minutes: float = Field(60.0, gt=0, description="monitoring_flow interval")
+    ingest_minutes: float = Field(5.0, gt=0, description="ingest_flow interval (the inbox)")
+
+
+class PathsParams(Section):
+    prepare: str = "outputs/prepare"
+    validate_: str = Field("outputs/validate", alias="validate")
+    select: str = "outputs/select"
+    train: str = "outputs/train"
+    export: str = "outputs/export"
+    evaluate: str = "outputs/evaluate"
+    gate: str = Field("outputs/gate", description="the gate's decision and the run summary")
+    registry: str = Field("registry", description="model versions and the champion pointer")
+    cache: str = Field("cache", description="embedding cache, reused across runs")
+    log: str = Field("production/log", description="the production prediction log (Parquet, by hour)")
+    monitor: str = "outputs/monitor"
+    inbox: str = Field("data/inbox", description="new labelled batches waiting to be ingested")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class Params(Section):
+    data: DataParams = Field(default_factory=DataParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    select: SelectParams = Field(default_factory=SelectParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+    paths: PathsParams = Field(default_factory=PathsParams)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)

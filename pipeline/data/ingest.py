@@ -1,0 +1,137 @@
+"""ingest: new labelled batches from the inbox, validated alone, merged into the dataset.
+
+    data/inbox/
+      batch-0007/            images: class sub-folders, like data.path
+      batch-0008.csv         text: rows in data.path's format (same columns)
+      processed/<batch>/     merged batches, with their validation report
+      rejected/<batch>/      refused batches, with their validation report; the dataset untouched
+
+A batch is prepared and validated by itself with the dataset's own suite (frozen labels,
+image and text checks, quarantine limits; per-class split minimums do not apply to a batch).
+Its accepted rows are then merged into data.path: images copied into their class folders,
+text rows appended in the file's own format, each through a temp file and a rename. Versioning
+the merged data (`dvc add`) is the caller's step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.core.artifacts import QUARANTINE, Workspace
+from pipeline.core.errors import DataError, GraftError
+from pipeline.core.io import copy_atomic, write_json_atomic
+from pipeline.core.params import MinPerClass, Params
+from pipeline.data.prepare import run_prepare
+from pipeline.data.tables import read_table, write_table
+from pipeline.data.validate import run_validate
+
+DONE, REJECTED = "processed", "rejected"
+
+
+@dataclass
+class BatchResult:
+    batch: str
+    accepted: bool
+    rows: int = 0
+    merged: int = 0
+    quarantined: int = 0
+    reasons: list[str] = field(default_factory=list)
+    moved_to: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def pending(inbox: str | Path) -> list[Path]:
+    """Batches waiting in the inbox, oldest name first."""
+    inbox = Path(inbox)
+    if not inbox.exists():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.name not in (DONE, REJECTED) and not p.name.startswith("."))
+
+
+def _move(batch: Path, inbox: Path, where: str, report_dir: Path) -> Path:
+    target = inbox / where / batch.name
+    if target.exists():
+        target = target.with_name(f"{batch.name}-{pd.Timestamp.now('UTC'):%Y%m%d%H%M%S}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(batch), str(target))
+    reports = target.with_name(target.name + ".report")
+    shutil.copytree(report_dir, reports, dirs_exist_ok=True)
+    return target
+
+
+def _merge_images(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
+    for rel, label in zip(accepted["path"], accepted["label"], strict=True):
+        src = batch / rel
+        dst = data_path / label / src.name
+        if dst.exists():
+            dst = dst.with_name(f"{batch.name}_{src.name}")
+        copy_atomic(src, dst)
+    return len(accepted)
+
+
+def _merge_text(accepted: pd.DataFrame, batch: Path, data_path: Path, p: Params) -> int:
+    d = p.data
+    current, new = read_table(data_path, d), read_table(batch, d)
+    if list(new.columns) != list(current.columns):
+        raise DataError(f"{batch}: columns {list(new.columns)} differ from {data_path}'s {list(current.columns)}; "
+                        "deliver batches in the dataset's own format")
+    keys = set(zip(accepted["text"], accepted["label"], strict=True))
+    new = new[[(t, lbl) in keys for t, lbl in zip(new[d.text_column].astype(str), new[d.label_column].astype(str),
+                                                     strict=True)]]
+    write_table(data_path, pd.concat([current, new], ignore_index=True), d)
+    return len(new)
+
+
+def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) -> BatchResult:
+    """Validate one batch alone; merge its accepted rows into data.path, or reject it.
+
+    The batch is then moved to inbox/processed or inbox/rejected with its report (when it is in
+    the inbox). Nothing in data.path changes for a rejected batch."""
+    batch = Path(batch)
+    inbox = Path(inbox or p.paths.inbox)
+    data_path = Path(p.data.path)
+    if not batch.exists():
+        raise DataError(f"batch {batch} does not exist")
+    if not data_path.exists():
+        raise DataError(f"data.path {data_path} does not exist: a batch is merged into an existing dataset")
+    result = BatchResult(batch.name, accepted=False)
+    in_inbox = batch.resolve().parent == inbox.resolve()
+    with tempfile.TemporaryDirectory(prefix="graft-ingest-") as tmp:
+        work = Path(tmp)
+        loose = MinPerClass(train=0, val=0, test=0)  # a batch need not cover every class in every split
+        bp = p.model_copy(update={"validate_": p.validate_.model_copy(update={"min_per_class": loose})})
+        try:
+            ws = Workspace.from_params(bp, data=batch, prepare=work / "prepare", validate=work / "validate")
+            run_prepare(bp, ws)
+            report = run_validate(bp, ws)
+            summary = report.summary()
+            result.rows, result.quarantined = int(summary["rows"]), int(summary["quarantined"])
+            if not len(report.accepted):
+                raise DataError(f"{batch}: no row passed validation")
+            if report.modality == "image":
+                result.merged = _merge_images(report.accepted, batch, data_path)
+            else:
+                result.merged = _merge_text(report.accepted, batch, data_path, p)
+            result.accepted = True
+            result.reasons.append(f"{result.merged} of {result.rows} rows merged into {data_path}"
+                                  + (f"; {result.quarantined} quarantined" if result.quarantined else ""))
+        except GraftError as exc:
+            result.reasons.append(str(exc))
+            quarantine = work / "validate" / QUARANTINE
+            if quarantine.exists():  # say what was wrong with the rows, not only how many
+                top = pd.read_csv(quarantine, dtype=str)["reason"].value_counts().head(3)
+                result.reasons += [f"{n} rows: {why}" for why, n in top.items()]
+        report_dir = work / "validate"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(report_dir / "ingest.json", result.to_dict())
+        if in_inbox:
+            result.moved_to = str(_move(batch, inbox, DONE if result.accepted else REJECTED, report_dir))
+    return result

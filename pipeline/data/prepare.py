@@ -1,0 +1,284 @@
+"""prepare: scan raw data (image class folders or a text table) into a manifest.
+
+One row per example: id, path or text, label, sha256 of the content, split, and facts per
+modality. Splits come from each example's content hash and the seed, never from its position,
+so adding examples never moves an old one between splits; split folders, when given, win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from pipeline.core.artifacts import MANIFEST, PREPARE_SUMMARY, SPLITS, Workspace
+from pipeline.core.config import save_resolved
+from pipeline.core.errors import DataError
+from pipeline.core.io import write_json_atomic, write_parquet_atomic
+from pipeline.core.parallel import map_files
+from pipeline.core.params import DataParams, Params, PrepareParams, SplitFractions
+from pipeline.data.tables import read_table
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MANIFEST_COLUMNS = [
+    "id", "modality", "path", "text", "label", "sha256", "split", "split_source",
+    "bytes", "width", "height", "mode", "format", "n_chars", "n_tokens", "row", "error",
+]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    manifest: pd.DataFrame
+    modality: str
+    data_root: str
+    classes: list[str]
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        counts = m.groupby(["label", "split"]).size().unstack(fill_value=0)
+        return {
+            "modality": self.modality,
+            "data_root": self.data_root,
+            "rows": len(m),
+            "rows_with_errors": int(m["error"].notna().sum()),
+            "classes": self.classes,
+            "counts": {lbl: {s: int(counts.loc[lbl].get(s, 0)) for s in SPLITS}
+                       for lbl in counts.index},
+            "skipped_files": self.skipped[:100],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def assign_split(key: str, seed: int, fractions: SplitFractions,
+                 allowed: tuple[str, ...] = SPLITS) -> str:
+    """Split for one example from its content hash: uniform in [0, 1) per (seed, key)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    weights = {s: getattr(fractions, s) for s in allowed}
+    total = sum(weights.values())
+    if total == 0:  # a split folder is given and the others have zero share
+        return allowed[0]
+    acc = 0.0
+    for split in allowed:
+        acc += weights[split] / total
+        if u < acc:
+            return split
+    return allowed[-1]
+
+
+def detect_modality(path: Path, data: DataParams) -> str:
+    if data.modality != "auto":
+        return data.modality
+    return "image" if path.is_dir() else "text"
+
+
+# ---------------------------------------------------------------- images
+
+
+def _split_layout(root: Path, mode: str) -> bool:
+    dirs = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    is_split = bool(dirs) and all(d.lower() in SPLIT_FOLDERS for d in dirs)
+    if mode == "yes" and not is_split:
+        raise DataError(
+            f"{root}: prepare.split_folders is 'yes' but the top-level folders are {sorted(dirs)}; "
+            "expected train/, val/ and test/ (or set prepare.split_folders: auto)"
+        )
+    return is_split if mode != "no" else False
+
+
+def scan_image_folder(root: Path, prepare: PrepareParams) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Find image files: (rows without facts, class names including empty folders, skipped files)."""
+    exts = {e.lower() for e in prepare.image_extensions}
+    split_layout = _split_layout(root, prepare.split_folders)
+    class_roots: list[tuple[Path, str | None]] = []
+    if split_layout:
+        for sdir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            class_roots += [(c, SPLIT_FOLDERS[sdir.name.lower()]) for c in sorted(sdir.iterdir())]
+    else:
+        class_roots = [(c, None) for c in sorted(root.iterdir())]
+    rows: list[dict[str, Any]] = []
+    classes: set[str] = set()
+    skipped: list[str] = []
+    for entry, split in class_roots:
+        rel = entry.relative_to(root).as_posix()
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
+            if entry.suffix.lower() in exts:
+                where = f"{root}/<class>/" if split is None else f"{entry.parent}/<class>/"
+                rows.append({"path": rel, "label": "", "split": split,
+                             "error": f"not inside a class folder; move it into {where}"})
+            continue
+        if entry.is_symlink():
+            rows.append({"path": rel, "label": entry.name, "split": split, "error": None})
+            continue
+        classes.add(entry.name)
+        for dirpath, dirnames, filenames in os.walk(entry):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                rel_file = (Path(dirpath) / name).relative_to(root).as_posix()
+                if Path(name).suffix.lower() not in exts:
+                    skipped.append(rel_file)
+                    continue
+                rows.append({"path": rel_file, "label": entry.name, "split": split, "error": None})
+            # symlinked directories are not walked by os.walk; check them like files
+            for d in list(dirnames):
+                if (Path(dirpath) / d).is_symlink():
+                    rel_dir = (Path(dirpath) / d).relative_to(root).as_posix()
+                    rows.append({"path": rel_dir, "label": entry.name, "split": split, "error": None})
+    return rows, sorted(classes), skipped
+
+
+def image_facts(args: tuple[str, str]) -> dict[str, Any]:
+    """Hash one file and read its image header (no full decode). Runs in worker processes."""
+    root, rel = args
+    path = Path(root) / rel
+    facts: dict[str, Any] = {"sha256": None, "bytes": None, "width": None, "height": None,
+                             "mode": None, "format": None, "error": None}
+    real_root = Path(root).resolve()
+    target = path.resolve()
+    if path.is_symlink() and not target.is_relative_to(real_root):
+        facts["error"] = (f"symlink points outside the data root (to {target}); "
+                          f"copy the file into {root} instead of linking to it")
+        return facts
+    if target.is_dir():
+        facts["error"] = "symlinked folder inside a class folder; copy its images in instead"
+        return facts
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        facts["error"] = f"cannot read file: {exc.strerror}; check its permissions"
+        return facts
+    facts["sha256"] = hashlib.sha256(data).hexdigest()
+    facts["bytes"] = len(data)
+    try:
+        # PIL's decompression-bomb limit stays on; its warning band is treated as an error too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                facts.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        facts["error"] = (f"decompression bomb refused: {exc} Downscale the image "
+                          "below PIL's Image.MAX_IMAGE_PIXELS before adding it")
+    except UnidentifiedImageError:
+        facts["error"] = "not an image (PIL cannot identify it); remove the file or replace it with a real image"
+    except Exception as exc:  # a malformed header surfaces as many exception types
+        facts["error"] = f"unreadable image header ({type(exc).__name__}: {exc}); re-save or remove the file"
+    return facts
+
+
+def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: str) -> pd.DataFrame:
+    given = {r["split"] for r in rows if r["split"]}
+    # Folder splits are kept; a split with no folder is carved from train/ by hash.
+    carve = ("train", *[s for s in SPLITS if s not in given and s != "train"])
+    for r in rows:
+        key = r.get("sha256") or f"id:{r['id']}"
+        if r["split"] is None:
+            r["split"], r["split_source"] = assign_split(key, prepare.seed, prepare.split), "hash"
+        elif r["split"] == "train" and len(carve) > 1:
+            r["split"] = assign_split(key, prepare.seed, prepare.split, carve)
+            r["split_source"] = "folder" if r["split"] == "train" else "hash"
+        else:
+            r["split_source"] = "folder"
+        r["modality"] = modality
+    frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
+    for col in ("bytes", "width", "height", "n_chars", "n_tokens", "row"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def prepare_images(root: Path, prepare: PrepareParams) -> tuple[pd.DataFrame, list[str], list[str]]:
+    rows, classes, skipped = scan_image_folder(root, prepare)
+    if not rows:
+        raise DataError(
+            f"{root} holds no image files (looked for {', '.join(prepare.image_extensions)}). "
+            f"Put images in class sub-folders, {root}/<class>/<image>, or point data.path elsewhere"
+        )
+    todo = [(str(root), r["path"]) for r in rows if r["error"] is None]
+    facts = iter(map_files(image_facts, todo, prepare.workers, "hashing images"))
+    for r in rows:
+        r["id"] = r["path"]
+        if r["error"] is None:
+            r.update(next(facts))
+    return _finish_rows(rows, prepare, "image"), classes, skipped
+
+
+# ---------------------------------------------------------------- text
+
+
+def _text_row(i: int, text: Any, label: Any) -> dict[str, Any]:
+    text = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
+    label = "" if label is None or (isinstance(label, float) and pd.isna(label)) else str(label).strip()
+    raw = text.encode("utf-8", "surrogateescape")
+    error = None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        error = (f"text is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start}); "
+                 "re-save the file as UTF-8 or set data.encoding to its encoding")
+        text = raw.decode("utf-8", "replace")
+    if not label:
+        error = error or "empty label; fill in the label or remove the row"
+    return {"id": f"row-{i}", "row": i, "text": text, "label": label, "split": None, "error": error,
+            "sha256": hashlib.sha256(raw).hexdigest(), "n_chars": len(text),
+            "n_tokens": len(text.split())}
+
+
+def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[pd.DataFrame, list[str]]:
+    frame = read_table(path, data)
+    if frame.empty:
+        raise DataError(f"{path} has no data rows; add rows of {data.text_column},{data.label_column}")
+    texts, labels = frame[data.text_column].tolist(), frame[data.label_column].tolist()
+    rows = [_text_row(i + 1, t, lbl) for i, (t, lbl) in
+            enumerate(tqdm(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", disable=None, leave=False))]
+    manifest = _finish_rows(rows, prepare, "text")
+    classes = sorted({r["label"] for r in rows if r["label"]})
+    return manifest, classes
+
+
+# ---------------------------------------------------------------- stage
+
+
+def prepare_data(data_path: Path, data: DataParams, prepare: PrepareParams) -> PrepareResult:
+    """Pure core: scan `data_path` and return the manifest (no files written)."""
+    start = time.perf_counter()
+    if not data_path.exists():
+        raise DataError(f"data path '{data_path}' does not exist; set data.path in params.yaml "
+                        "(or run `graft demo-data` to generate the demo datasets)")
+    modality = detect_modality(data_path, data)
+    if modality == "image":
+        if not data_path.is_dir():
+            raise DataError(f"{data_path} is a file, but images are read from a folder of class "
+                            "sub-folders; point data.path at the folder, or set data.modality: text")
+        manifest, classes, skipped = prepare_images(data_path, prepare)
+    else:
+        if data_path.is_dir():
+            raise DataError(f"{data_path} is a folder; text data is one CSV/TSV/Parquet/JSONL file. "
+                            "Point data.path at the file, or set data.modality: image")
+        manifest, classes = prepare_text(data_path, data, prepare)
+        skipped = []
+    return PrepareResult(manifest, modality, str(data_path), classes, skipped,
+                         time.perf_counter() - start)
+
+
+def run_prepare(params: Params, ws: Workspace) -> PrepareResult:
+    """Stage entry: scan ws.data; write manifest.parquet, prepare.json and the resolved params."""
+    out = ws.prepare
+    result = prepare_data(ws.data, params.data, params.prepare)
+    write_parquet_atomic(out / MANIFEST, result.manifest)
+    write_json_atomic(out / PREPARE_SUMMARY, result.summary())
+    save_resolved(params, out, "data", "prepare")
+    return result

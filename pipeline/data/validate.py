@@ -1,0 +1,231 @@
+"""validate: a Great Expectations suite over the manifest.
+
+Row-level expectations (readable, decodable, size, mode, label, text length) name the rows that
+fail; those rows are quarantined with their reasons (`on_bad_rows: quarantine`) or stop the run
+(`fail`). Dataset-level expectations (columns, examples per class per split, leakage across
+splits, share of bad rows) always stop the run. Nothing downstream reads a manifest that failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from pipeline.core.artifacts import (
+    MANIFEST,
+    PREPARE_SUMMARY,
+    QUARANTINE,
+    SPLITS,
+    VALIDATION,
+    VALIDATION_HTML,
+    VALIDATION_METRICS,
+    Workspace,
+    require,
+)
+from pipeline.core.config import freeze_labels, save_resolved
+from pipeline.core.errors import DataValidationError
+from pipeline.core.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from pipeline.core.parallel import map_files
+from pipeline.core.params import Params, ValidateParams
+from pipeline.data.expectations import Check, Suites, check_result, failed_keys, row_expectations
+from pipeline.data.validate_report import render_html
+
+REQUIRED_COLUMNS = ["id", "modality", "label", "sha256", "split", "error"]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    success: bool
+    modality: str
+    labels: list[str]
+    labels_inferred: bool
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    checks: list[Check]
+    failures: list[str]
+    warnings: list[str]
+    counts: dict[str, dict[str, int]]
+    gx: dict[str, Any]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "modality": self.modality,
+            "rows": len(self.accepted) + len(self.quarantine),
+            "accepted": len(self.accepted),
+            "quarantined": len(self.quarantine),
+            "labels": self.labels,
+            "labels_inferred": self.labels_inferred,
+            "counts": self.counts,
+            "failures": self.failures,
+            "warnings": self.warnings,
+            "checks": [c.__dict__ for c in self.checks],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---------------------------------------------------------------- image decoding
+
+
+def decode_check(args: tuple[str, str, int]) -> str | None:
+    """None if the image verifies and a thumbnail really decodes, else the reason."""
+    root, rel, side = args
+    path = Path(root) / rel
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+            with Image.open(path) as im:
+                # a full load: JPEG's reduced-scale draft decoding does not notice truncation
+                im.load()
+                im.thumbnail((side, side))
+    except Exception as exc:
+        return (f"image does not decode ({type(exc).__name__}: {exc}); "
+                "re-export the file from its source or remove it")
+    return None
+
+
+def decode_errors(manifest: pd.DataFrame, root: str, side: int, workers: int,
+                  meanwhile: Any = None) -> pd.Series:
+    todo = manifest.index[manifest["error"].isna() & manifest["path"].notna()]
+    items = [(root, manifest.at[i, "path"], side) for i in todo]
+    result = pd.Series([None] * len(manifest), index=manifest.index, dtype=object)
+    result.loc[todo] = list(map_files(decode_check, items, workers, "decoding images", meanwhile))
+    return result
+
+
+def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[str], data_root: str,
+                      workers: int = 0) -> ValidationReport:
+    """Run the suites; returns the report (success False on any failure: the caller decides)."""
+    start = time.perf_counter()
+    modality = str(manifest["modality"].iloc[0]) if len(manifest) and "modality" in manifest else "image"
+    labels = list(v.labels) or sorted(classes)
+    frame = manifest.copy()
+    # Importing Great Expectations takes 4-5 s on 2 cores: it happens while the worker
+    # processes decode the images.
+    import_gx = lambda: importlib.import_module("great_expectations.expectations")  # noqa: E731
+    if modality == "image" and {"path", "error"} <= set(frame.columns):
+        frame["decode_error"] = decode_errors(frame, data_root, v.image.thumbnail, workers, meanwhile=import_gx)
+    import great_expectations.expectations as gxe
+
+    suites = Suites()
+    checks: list[Check] = []
+    failures: list[str] = []
+    notes: list[str] = []
+
+    (cols,) = suites.run("columns", manifest.head(0), [
+        gxe.ExpectTableColumnsToMatchSet(column_set=REQUIRED_COLUMNS, exact_match=False)], "id")
+    if not cols.success:
+        missing = sorted(set(REQUIRED_COLUMNS) - set(manifest.columns))
+        raise DataValidationError(f"the manifest lacks columns {missing}; re-run `graft prepare`")
+
+    # row level
+    row_exps = row_expectations(modality, labels, v)
+    reasons: dict[str, list[str]] = {}
+    by_id = frame.set_index("id", drop=False)
+    for (_exp, why), er in zip(row_exps, suites.run("rows", frame, [e for e, _ in row_exps], "id"), strict=True):
+        bad = failed_keys(er, "id")
+        for rid in bad:
+            reasons.setdefault(rid, []).append(str(why(by_id.loc[rid])))
+        checks.append(check_result(er, "row", f"{len(bad)} row(s) fail" if bad else "all rows pass"))
+    bad_mask = frame["id"].isin(list(reasons))
+    quarantine = frame[bad_mask].assign(reason=frame.loc[bad_mask, "id"].map(lambda i: "; ".join(reasons[i])))
+    accepted = frame[~bad_mask]
+    if reasons and v.on_bad_rows == "fail":
+        failures.append(f"{len(reasons)} row(s) fail row-level checks and validate.on_bad_rows is 'fail' "
+                        "(set it to 'quarantine' to set them aside instead)")
+    share = len(quarantine) / max(len(frame), 1)
+    checks.append(Check("share of bad rows", "dataset", "critical", share <= v.max_bad_fraction,
+                        len(quarantine), f"{share:.1%} of rows fail; validate.max_bad_fraction is {v.max_bad_fraction:.0%}"))
+    if share > v.max_bad_fraction:
+        failures.append(f"{share:.1%} of rows fail row-level checks, above validate.max_bad_fraction="
+                        f"{v.max_bad_fraction}; see the quarantine list for the reasons")
+
+    # dataset level, on the rows that would be used
+    counts_frame = (accepted.groupby(["label", "split"]).size().unstack(fill_value=0)
+                    .reindex(index=labels, columns=list(SPLITS), fill_value=0).reset_index())
+    mins = v.min_per_class
+    class_exps = [gxe.ExpectTableRowCountToBeBetween(min_value=2)] + [
+        gxe.ExpectColumnValuesToBeBetween(column=s, min_value=getattr(mins, s)) for s in SPLITS]
+    class_results = suites.run("classes", counts_frame, class_exps, "label")
+    if not class_results[0].success:
+        failures.append(f"only {len(labels)} class(es) {labels}: classification needs at least 2")
+    checks.append(check_result(class_results[0], "dataset", f"{len(labels)} classes"))
+    for split, er in zip(SPLITS, class_results[1:], strict=True):
+        short = failed_keys(er, "label")
+        for label in short:
+            n = int(counts_frame.set_index("label").at[label, split])
+            folder = f" ({data_root}/{label} has no usable images)" if modality == "image" and n == 0 else ""
+            total = int(counts_frame.set_index("label").loc[label, list(SPLITS)].sum())
+            why = (f" (each example's split is drawn from its content hash, and {total} example(s) "
+                   f"drew {n} for {split}: add examples, give train/val/test folders, or raise "
+                   f"prepare.split.{split})") if total else ""
+            failures.append(f"class '{label}' has {n} usable example(s) in {split}, below "
+                            f"validate.min_per_class.{split}={getattr(mins, split)}{folder}{why}; "
+                            "add examples or lower the minimum")
+        checks.append(check_result(er, "dataset", f"{len(short)} class(es) short in {split}"))
+
+    hashes = accepted[["sha256", "split"]].dropna().drop_duplicates()
+    (leak,) = suites.run("leakage", hashes, [gxe.ExpectColumnValuesToBeUnique(column="sha256")], "sha256")
+    leaked = sorted(set(failed_keys(leak, "sha256")))
+    for sha in leaked[:20]:
+        dup = accepted[accepted["sha256"] == sha]
+        where = ", ".join(f"{r.path if modality == 'image' else r.id} ({r.split})" for r in dup.itertuples())
+        failures.append(f"the same content is in more than one split: {where}; keep one copy")
+    checks.append(check_result(leak, "dataset", f"{len(leaked)} content hash(es) in several splits", len(leaked)))
+
+    (dups,) = suites.run("duplicates", accepted, [gxe.ExpectCompoundColumnsToBeUnique(
+        column_list=["sha256", "split"], severity="warning")], "id")
+    dup_ids = failed_keys(dups, "id")
+    if dup_ids:
+        notes.append(f"{len(dup_ids)} rows share their content with another row of the same split "
+                     f"(e.g. {', '.join(map(str, dup_ids[:5]))}); they are kept")
+    checks.append(check_result(dups, "dataset", f"{len(dup_ids)} duplicate row(s) within splits"))
+
+    counts = {str(r["label"]): {s: int(r[s]) for s in SPLITS} for r in counts_frame.to_dict("records")}
+    return ValidationReport(
+        success=not failures, modality=modality, labels=labels, labels_inferred=not v.labels,
+        accepted=accepted.reset_index(drop=True), quarantine=quarantine.reset_index(drop=True),
+        checks=checks, failures=failures, warnings=notes, counts=counts, gx=suites.raw,
+        seconds=time.perf_counter() - start)
+
+
+def run_validate(params: Params, ws: Workspace) -> ValidationReport:
+    """Stage entry: validate prepare's manifest and write the report, quarantine and accepted rows.
+
+    On failure the reports are written and DataValidationError raised; the previous accepted
+    manifest and params.yaml are left as they were. Inferred labels are frozen into
+    ws.params_file when there is one.
+    """
+    prep, out, params_file = ws.prepare, ws.validate, ws.params_file
+    manifest_path = require(prep / MANIFEST, "prepare")
+    info = json.loads(require(prep / PREPARE_SUMMARY, "prepare").read_text(encoding="utf-8"))
+    manifest = pd.read_parquet(manifest_path)
+    report = validate_manifest(manifest, params.validate_, info["classes"], info["data_root"],
+                               params.prepare.workers)
+    summary = report.summary()
+    write_json_atomic(out / VALIDATION, {"summary": summary, "great_expectations": report.gx})
+    keep = ["id", "path", "text", "label", "split", "reason"]
+    write_text_atomic(out / QUARANTINE, report.quarantine.reindex(columns=keep).to_csv(index=False))
+    write_text_atomic(out / VALIDATION_HTML, render_html(summary, report.quarantine))
+    if not report.success:
+        raise DataValidationError(
+            "validation failed:\n  - " + "\n  - ".join(report.failures), str(out / VALIDATION_HTML), summary)
+    write_parquet_atomic(out / MANIFEST, report.accepted)
+    write_json_atomic(out / VALIDATION_METRICS, {k: summary[k] for k in
+                                             ("success", "rows", "accepted", "quarantined")})
+    used = params.validate_.model_copy(update={"labels": report.labels})
+    save_resolved(params.model_copy(update={"validate_": used}), out, "validate")
+    if report.labels_inferred and params_file is not None and Path(params_file).exists():
+        freeze_labels(params_file, report.labels)
+    return report

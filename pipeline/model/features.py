@@ -1,0 +1,68 @@
+"""Backbone embeddings cached on disk by (backbone fingerprint, content sha256).
+
+The backbone runs at most once per distinct example and model; select's probe and the
+linear-probe training both read from here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.core.io import write_atomic
+from pipeline.model.backbones import Backbone
+from pipeline.model.loaders import make_loader
+
+
+class FeatureCache:
+    """sha256 -> embedding, one .npz per backbone fingerprint (no pickles: allow_pickle=False)."""
+
+    def __init__(self, folder: Path, backbone: Backbone):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", backbone.name)[-60:]
+        self.path = Path(folder) / f"{slug}-{backbone.fingerprint()}.npz"
+        self.index: dict[str, int] = {}
+        self.vectors = np.zeros((0, backbone.dim), dtype=np.float32)
+        if self.path.exists():
+            with np.load(self.path, allow_pickle=False) as data:
+                self.vectors = data["vectors"]
+                self.index = {s: i for i, s in enumerate(data["sha256"].tolist())}
+
+    def missing(self, shas: list[str]) -> list[str]:
+        return list(dict.fromkeys(s for s in shas if s not in self.index))
+
+    def add(self, shas: list[str], vectors: np.ndarray) -> None:
+        start = len(self.vectors)
+        self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
+        self.index.update({s: start + i for i, s in enumerate(shas)})
+        keys = np.array(sorted(self.index, key=self.index.__getitem__), dtype="U64")
+        def write(p: Path) -> None:
+            with open(p, "wb") as fh:  # a file object: np.savez would add ".npz" to a path
+                np.savez(fh, vectors=self.vectors, sha256=keys)
+
+        write_atomic(self.path, write)
+
+    def get(self, shas: list[str]) -> np.ndarray:
+        return self.vectors[[self.index[s] for s in shas]]
+
+
+@torch.inference_mode()
+def embed_frame(backbone: Backbone, frame: pd.DataFrame, root: Path, cache_dir: Path, *,
+                batch_size: int = 32, device: torch.device | None = None) -> np.ndarray:
+    """Embeddings for every row of `frame` (eval preprocessing), computing only uncached ones."""
+    cache = FeatureCache(cache_dir, backbone)
+    todo = cache.missing(frame["sha256"].tolist())
+    if todo:
+        rows = frame.drop_duplicates("sha256").set_index("sha256").loc[todo].reset_index()
+        loader = make_loader(backbone, rows, [0] * len(rows), root, batch_size=batch_size)
+        module = backbone.module.to(device or torch.device("cpu")).eval()
+        out = []
+        for inputs, _ in tqdm(loader, desc=f"embedding ({backbone.name})", unit="batch",
+                              disable=None, leave=False):
+            out.append(module(*(t.to(device or "cpu") for t in inputs)).float().cpu().numpy())
+        cache.add(todo, np.concatenate(out))
+    return cache.get(frame["sha256"].tolist())

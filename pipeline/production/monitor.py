@@ -1,0 +1,187 @@
+"""monitor: is production still like the data the champion was trained on? (Evidently 0.7)
+
+Reference: the champion's profile of its training data (summary features, predicted class,
+confidence, embedding), computed once at export and stored with the model version. Current:
+the production log's records for that champion in the last `window_hours` (at most
+`window_records`). Evidently reports: DataDriftPreset over the summary features, pred and
+confidence (stat tests per params, Evidently's defaults otherwise; every row) and EmbeddingsDrift
+over the embedding (a seeded sample of at most `embedding_sample` rows per side). Decision: drift when the share of drifted columns reaches `drift_share` or the
+embedding score passes its threshold, given at least `min_records` current records; a retraining
+is triggered once per episode (`cooldown_hours` per champion), recorded in state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.io import write_atomic, write_json_atomic
+from pipeline.core.params import MonitorParams, Params
+from pipeline.production.prodlog import read_log
+from pipeline.production.profile import features_for
+from pipeline.production.reference import load_reference
+from pipeline.release.registry import champion_dir
+
+EMBEDDING_DEFAULTS = {"model": 0.55, "ratio": 0.2, "distance": 0.2, "mmd": 0.015}  # Evidently's own
+
+
+@dataclass
+class DriftResult:
+    champion: str
+    decision: str  # drift | no_drift | insufficient_data
+    drift: bool
+    trigger: bool
+    reasons: list[str]
+    current_records: int
+    reference_records: int
+    window: dict[str, Any]
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift_share: float = 0.0
+    embedding: dict[str, Any] = field(default_factory=dict)
+    report_html: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------ the report
+
+def _embedding_method(mp: MonitorParams) -> tuple[Any, float]:
+    from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
+
+    threshold = mp.embedding_threshold if mp.embedding_threshold is not None else EMBEDDING_DEFAULTS[mp.embedding_method]
+    return getattr(methods, mp.embedding_method)(threshold=threshold), threshold
+
+
+def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
+    emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if len(frame) else np.zeros((0, dim))
+    cols = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(dim)], index=frame.index)
+    return pd.concat([frame.drop(columns=["embedding"]), cols], axis=1)
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
+                 mp: MonitorParams) -> tuple[list[Any], dict[str, dict[str, Any]], float, dict[str, Any]]:
+    """Evidently over `features`, confidence and pred (every row), and over the embedding (a
+    seeded sample of at most `embedding_sample` rows per side: the classifier method's cost
+    grows with rows x dimensions). Returns ([feature snapshot, embedding snapshot], per-column
+    results, share drifted, embedding result)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import EmbeddingsDrift
+    from evidently.presets import DataDriftPreset
+
+    numeric = [*features, "confidence"]
+    columns = [*numeric, "pred"]
+    dim = len(reference["embedding"].iloc[0])
+    rng = np.random.default_rng(mp.seed)
+
+    def sample(f: pd.DataFrame) -> pd.DataFrame:
+        keep = f[["embedding"]]
+        if len(keep) > mp.embedding_sample:
+            keep = keep.iloc[np.sort(rng.choice(len(keep), mp.embedding_sample, replace=False))]
+        return _with_embedding_columns(keep.reset_index(drop=True), dim)
+
+    method, threshold = _embedding_method(mp)
+    features_def = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"])
+    emb_def = DataDefinition(embeddings={"embedding": [f"emb_{i}" for i in range(dim)]})
+    preset = DataDriftPreset(columns=columns, method=mp.method, threshold=mp.threshold, drift_share=mp.drift_share)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
+        warnings.simplefilter("ignore")
+        feat = Report([preset], include_tests=True).run(
+            current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=features_def),
+            reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=features_def))
+        emb = Report([EmbeddingsDrift(embeddings_name="embedding", drift_method=method)]).run(
+            current_data=Dataset.from_pandas(sample(current), data_definition=emb_def),
+            reference_data=Dataset.from_pandas(sample(reference), data_definition=emb_def))
+    result = feat.dict()
+    per_col: dict[str, dict[str, Any]] = {}
+    for metric in result["metrics"]:
+        cfg = metric["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            per_col[cfg["column"]] = {"method": cfg["method"], "threshold": cfg["threshold"], "score": metric["value"]}
+    for test in result["tests"]:
+        col = test["metric_config"]["params"].get("column")
+        if col in per_col:
+            per_col[col]["drifted"] = str(test["status"]).endswith("FAIL")
+    share = sum(c.get("drifted", False) for c in per_col.values()) / max(len(per_col), 1)
+    score = next(m["value"] for m in emb.dict()["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
+    embedding = {"method": mp.embedding_method, "threshold": threshold, "score": float(score),
+                 "drifted": bool(score > threshold), "rows_per_side": min(mp.embedding_sample, len(current))}
+    return [feat, emb], per_col, share, embedding
+
+
+# ------------------------------------------------------------------------ the stage
+
+def _state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None,
+                current: pd.DataFrame | None = None) -> DriftResult:
+    """Stage entry: drift of the production log's window against the champion's reference.
+
+    Writes report.html, drift.json and appends to history.jsonl in out_dir; state.json there holds
+    the last retraining trigger (the cooldown)."""
+    start = time.perf_counter()
+    mp, out = params.monitor, Path(out_dir)
+    now = now or datetime.now(timezone.utc)
+    name, model_dir = champion_dir(params.paths.registry)
+    reference = load_reference(model_dir)
+    modality = "image" if "brightness" in reference else "text"
+    if current is None:
+        current = read_log(params.paths.log, hours=mp.window_hours, now=now)
+        if len(current):
+            current = current[current["model_version"] == name]  # pred, confidence and embedding are per model
+        current = current.tail(mp.window_records) if mp.window_records else current
+    window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
+              "log": params.paths.log}
+    base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window)
+    if len(current) < mp.min_records:
+        result = DriftResult(**base, decision="insufficient_data", drift=False, trigger=False, reasons=[
+            f"{len(current)} production records of {name} in the window, fewer than monitor.min_records="
+            f"{mp.min_records}: no decision"])
+    else:
+        (feat, emb_snap), per_col, share, emb = drift_report(reference, current.reset_index(drop=True),
+                                                                features_for(modality), mp)
+        html = out / "report.html"
+        write_atomic(html, lambda p: feat.save_html(str(p)))
+        write_atomic(out / "embedding.html", lambda p: emb_snap.save_html(str(p)))
+        drifted = [c for c, r in per_col.items() if r.get("drifted")]
+        reasons = []
+        if share >= mp.drift_share:
+            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} >= "
+                           f"monitor.drift_share={mp.drift_share:.0%}): {', '.join(drifted)}")
+        if emb["drifted"]:
+            reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:g} ({emb['method']})")
+        drift = bool(reasons)
+        if not drift:
+            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} < {mp.drift_share:.0%})"
+                           f"{': ' + ', '.join(drifted) if drifted else ''}; embedding score {emb['score']:.3f} "
+                           f"<= {emb['threshold']:g}")
+        result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
+                             reasons=reasons, columns=per_col, drift_share=share, embedding=emb,
+                             report_html=str(html))
+    state_path = out / "state.json"
+    if result.drift:
+        state = _state(state_path)
+        last = datetime.fromisoformat(state["last_trigger"]) if state.get("champion") == name else None
+        if last is not None and now - last < timedelta(hours=mp.cooldown_hours):
+            result.reasons.append(f"retraining already triggered for {name} at {last:%Y-%m-%d %H:%M} UTC "
+                                  f"(monitor.cooldown_hours={mp.cooldown_hours:g}): not triggered again")
+        else:
+            result.trigger = True
+            write_json_atomic(state_path, {"champion": name, "last_trigger": now.isoformat(),
+                                           "reasons": result.reasons})
+    result.seconds = time.perf_counter() - start
+    write_json_atomic(out / "drift.json", result.to_dict())
+    with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({k: v for k, v in result.to_dict().items() if k != "columns"}, default=str) + "\n")
+    return result

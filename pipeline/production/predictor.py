@@ -1,0 +1,96 @@
+"""Predictions from an exported model with onnxruntime: what `graft serve` and `graft score` run.
+
+A Predictor reads a model folder written by export (model.onnx, preprocess.json, tokenizer/,
+vocabulary.json) - a registry version's onnx/ or export's output folder - and turns raw inputs
+(PIL images or strings) into labels, confidences, embeddings and the input summary features
+the production log keeps. Preprocessing is the model's own: timm's eval transform for images,
+the saved tokenizer for text, exactly as in training and export.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.core.errors import ModelNotFound
+from pipeline.model.loaders import image_transform
+from pipeline.production.profile import image_features, text_features
+from pipeline.production.runtime import ort_session
+
+
+@dataclass(frozen=True)
+class Predictions:
+    labels: list[str]
+    confidence: np.ndarray  # (n,)
+    probs: np.ndarray  # (n, classes)
+    embedding: np.ndarray  # (n, dim) float32
+    features: list[dict[str, float]]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32"):
+        self.dir = Path(model_dir)
+        onnx = self.dir / ("model.int8.onnx" if variant == "int8" else "model.onnx")
+        if not onnx.exists() or not (self.dir / "preprocess.json").exists():
+            raise ModelNotFound(f"{onnx} (with preprocess.json beside it) does not exist; "
+                                "run `graft export` or `graft run` first")
+        meta = json.loads((self.dir / "preprocess.json").read_text(encoding="utf-8"))
+        self.version = version or self.dir.name
+        self.labels: list[str] = meta["labels"]
+        self.modality: str = meta["modality"]
+        self.model_name: str = meta.get("model", "")
+        self.preprocess: dict[str, Any] = meta["preprocess"]
+        self.session, self.provider = ort_session(onnx)
+        vocab_path = self.dir / "vocabulary.json"
+        self.vocab = frozenset(json.loads(vocab_path.read_text(encoding="utf-8"))) if vocab_path.exists() else frozenset()
+        if self.modality == "image":
+            self._transform = image_transform(self.preprocess, train=False)
+        else:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.dir / "tokenizer"))
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        logits, emb = self.session.run(["logits", "embedding"], feeds)
+        return logits, emb.astype(np.float32)
+
+    def predict_images(self, images: list[Image.Image]) -> Predictions:
+        feats = [image_features(im) for im in images]
+        x = np.stack([self._transform(im.convert("RGB")).numpy() for im in images]).astype(np.float32)
+        return self._finish(*self._run({"input": x}), feats)
+
+    def predict_texts(self, texts: list[str]) -> Predictions:
+        feats = [text_features(t, self.vocab) for t in texts]
+        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=int(self.preprocess["max_length"]),
+                              return_tensors="np")
+        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        return self._finish(*self._run(feeds), feats)
+
+    def predict(self, inputs: list[Any]) -> Predictions:
+        return self.predict_images(inputs) if self.modality == "image" else self.predict_texts(inputs)
+
+    def _finish(self, logits: np.ndarray, emb: np.ndarray, feats: list[dict[str, float]]) -> Predictions:
+        probs = _softmax(logits.astype(np.float64))
+        top = probs.argmax(1)
+        return Predictions([self.labels[i] for i in top], probs.max(1), probs, emb, feats)
+
+    def records(self, preds: Predictions, sources: list[str] | None = None) -> list[dict[str, Any]]:
+        """Production-log rows for these predictions (timestamped by the log)."""
+        out = []
+        for i, label in enumerate(preds.labels):
+            row: dict[str, Any] = {"model_version": self.version, "source": sources[i] if sources else "",
+                                   **preds.features[i], "pred": label, "confidence": float(preds.confidence[i]),
+                                   "embedding": preds.embedding[i]}
+            out.append(row)
+        return out

@@ -1,0 +1,93 @@
+"""`graft score INPUT`: batch predictions for a folder of images or a file of texts.
+
+Images: every image file under the folder (recursively); an unreadable one is reported and
+skipped, never the whole batch. Text: a CSV/TSV/Parquet/JSONL file with a text column
+(data.text_column), or a .txt file with one text per line. Predictions go to a CSV or Parquet
+file (by extension) and to the production log, like served traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from pipeline.core.errors import DataError, GraftError
+from pipeline.core.io import write_parquet_atomic, write_text_atomic
+from pipeline.core.params import DataParams
+from pipeline.data.tables import read_texts
+from pipeline.production.predictor import Predictor
+from pipeline.production.prodlog import ProductionLog
+
+
+@dataclass
+class ScoreResult:
+    output: Path
+    scored: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    model_version: str = ""
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def score(predictor: Predictor, source: str | Path, output: str | Path, log: ProductionLog | None,
+          data: DataParams | None = None, batch_size: int = 32) -> ScoreResult:
+    """Predict every input of `source`; `data` says how to read a text table (data.text_column...)."""
+    source, output = Path(source), Path(output)
+    if not source.exists():
+        raise DataError(f"{source} does not exist")
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise GraftError(f"{output}: write predictions to a .csv or .parquet file")
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    if predictor.modality == "image":
+        if not source.is_dir():
+            raise DataError(f"{source}: model {predictor.version} classifies images; give a folder of images")
+        files = _image_files(source)
+        items: list[Any] = files
+    else:
+        if source.is_dir():
+            raise DataError(f"{source}: model {predictor.version} classifies text; give a CSV/TSV/Parquet/JSONL/txt file")
+        items = read_texts(source, data or DataParams())
+    if not items:
+        raise DataError(f"{source}: nothing to score")
+    bar = tqdm(total=len(items), desc=f"scoring with {predictor.version}", unit="input", disable=None)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        if predictor.modality == "image":
+            inputs, names = [], []
+            for path in chunk:
+                try:
+                    with Image.open(path) as im:
+                        im.load()
+                        inputs.append(im.convert("RGB"))
+                    names.append(str(path.relative_to(source)))
+                except (UnidentifiedImageError, OSError, ValueError) as exc:
+                    skipped.append((str(path), f"not a readable image: {exc}"))
+            if not inputs:
+                bar.update(len(chunk))
+                continue
+        else:
+            inputs, names = chunk, [f"{source.name}:{start + i + 1}" for i in range(len(chunk))]
+        preds = predictor.predict(inputs)
+        if log is not None:
+            log.append(predictor.records(preds, names))
+        for i, name in enumerate(names):
+            rows.append({"input": name, "pred": preds.labels[i], "confidence": float(preds.confidence[i]),
+                         **{f"p_{c}": float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)}})
+        bar.update(len(chunk))
+    bar.close()
+    frame = pd.DataFrame(rows)
+    if output.suffix.lower() == ".csv":
+        write_text_atomic(output, frame.to_csv(index=False))
+    else:
+        write_parquet_atomic(output, frame)
+    counts = frame["pred"].value_counts().to_dict() if len(frame) else {}
+    return ScoreResult(output, len(frame), skipped, counts, predictor.version)
