@@ -58,6 +58,11 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return {**self.gate.to_dict(), "via": self.via, "ran": self.ran, "summary_path": str(self.path)}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSummary:
+        """Back from to_dict() (a flow's return value)."""
+        return cls(GateResult.from_dict(d), d["via"], d["ran"], Path(d["summary_path"]))
+
 
 def venv_env() -> dict[str, str]:
     """The environment for dvc and its stage commands: they call `graft`, the one beside this

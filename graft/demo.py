@@ -28,9 +28,10 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from flows.steps import RunSummary
 from graft import render
 from graft.local_service import free_port, wait_until_up
-from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY
+from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY, VALIDATION_HTML
 from pipeline.core.config import load_params
 from pipeline.core.io import write_json_atomic
 from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo, text_rows
@@ -116,7 +117,7 @@ def run_demo(console: Console) -> dict[str, Any]:
     for modality, params_file in DEMOS.items():
         console.rule(f"{modality}: training_flow({params_file})")
         s = training_flow(params_file=str(params_file), reason="demo")
-        render.run_summary(console, s)
+        render.run_summary(console, RunSummary.from_dict(s))
         t = s["test_metrics"]
         done.append(f"{modality}: {s['model']} ({s['strategy']}), test macro-F1 {t['macro_f1']:.3f}, "
                     f"ONNX {t['latency_ms_b1']:.1f} ms at batch 1; {s['version']} {s['status']}"
@@ -161,7 +162,8 @@ def run_demo(console: Console) -> dict[str, Any]:
                 "shifted": {"drift_share": m_shift["drift_share"], "embedding": m_shift["embedding"].get("score")}},
             "served_after_retraining": served,
             "reports": [str((Path.cwd() / r).resolve().relative_to(root)) for r in
-                        [*reports, "outputs/validate/report.html", f"outputs/registry/versions/{after}/card.md"]],
+                        [*reports, Path(paths.validate_) / VALIDATION_HTML,
+                         Path(paths.registry) / "versions" / after / "card.md"]],
             "seconds": round(time.perf_counter() - start, 1),
         }
         write_json_atomic("demo-summary.json", summary)

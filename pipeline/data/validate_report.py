@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.core.artifacts import SPLITS
+
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
 h1{font-size:1.5rem} .pass{color:#17803d} .fail{color:#c0262d} .warn{color:#a15c00}
@@ -41,9 +43,8 @@ def render_html(summary: dict[str, Any], quarantine: pd.DataFrame) -> str:
     if summary["warnings"]:
         parts.append("<h2 class=warn>Warnings</h2><ul>" +
                      "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"]) + "</ul>")
-    splits = ["train", "val", "test"]
     parts.append("<h2>Accepted examples per class and split</h2>" + _table(
-        ["label", *splits], [[escape(lbl), *(c[s] for s in splits)] for lbl, c in summary["counts"].items()],
+        ["label", *SPLITS], [[escape(lbl), *(c[s] for s in SPLITS)] for lbl, c in summary["counts"].items()],
         numeric={1, 2, 3}))
     parts.append("<h2>Expectations</h2>" + _table(
         ["result", "level", "severity", "expectation", "unexpected", "detail"],

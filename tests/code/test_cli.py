@@ -104,6 +104,8 @@ paths: {{prepare: {tmp_path}/o/prep, validate: {tmp_path}/o/val, select: {tmp_pa
     summary = json.loads((tmp_path / "o" / "gate" / "run-summary.json").read_text())
     assert summary["version"] == "v0001" and summary["promoted"] and summary["gate"]["status"] == "blessed"
     assert {c["name"] for c in summary["gate"]["criteria"]} >= {"macro_f1", "onnx_parity"}
+    # in-process runs write what `dvc repro` writes, dvclive's per-epoch curves included
+    assert list((tmp_path / "o" / "train" / "live" / "plots" / "metrics").glob("val_macro_f1.tsv"))
     code, out = _run("run", "--params", p)  # nothing changed: nothing new to gate
     assert code == 0 and "identical to the champion v0001" in out
     code, out = _run("models", "--params", p)
