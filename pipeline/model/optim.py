@@ -1,4 +1,4 @@
-"""Optimiser, schedule and freezing for the fine-tuning strategies.
+"""Which parameters train, and how fast: optimiser, schedule, freezing and LoRA adapters.
 
 Discriminative learning rates: each layer group's rate is lr * layer_decay**(depth from the
 top), via timm's create_optimizer_v2(layer_decay=...) for timm backbones and the same
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.errors import GraftError
 from pipeline.core.params import TrainParams
 from pipeline.model.backbones import Backbone, Classifier
 
@@ -95,3 +96,26 @@ def apply_freeze(clf: Classifier, backbone: Backbone, strategy: str, epoch: int,
                 p.requires_grad for p in module.parameters(recurse=False))):
             module.eval()
     return k
+
+
+def wrap_lora(clf: Classifier, backbone: Backbone, tp: TrainParams) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.split(".")[-1] for n, m in clf.backbone.named_modules() if isinstance(m, nn.Linear)}
+    targets = sorted(names & {"query", "value", "q_lin", "v_lin", "q_proj", "v_proj", "qkv"})
+    if not targets:
+        raise GraftError(f"LoRA: no attention projections (query/value/qkv) found in {backbone.name}; "
+                         "choose another strategy (select.strategy)")
+    cfg = LoraConfig(r=tp.lora.r, lora_alpha=tp.lora.alpha, lora_dropout=tp.lora.dropout,
+                     target_modules=targets)
+    if backbone.modality == "text":
+        clf.backbone.encoder = get_peft_model(clf.backbone.encoder, cfg)
+    else:
+        clf.backbone = get_peft_model(clf.backbone, cfg)
+
+
+def unwrap_lora(clf: Classifier, backbone: Backbone) -> None:
+    if backbone.modality == "text":
+        clf.backbone.encoder = clf.backbone.encoder.merge_and_unload()
+    else:
+        clf.backbone = clf.backbone.merge_and_unload()

@@ -45,7 +45,13 @@ from pipeline.model.distributed import Dist, init_distributed
 from pipeline.model.features import embed_frame
 from pipeline.model.loaders import make_loader, resolve_device
 from pipeline.model.metrics import better, classification_metrics, predict_logits
-from pipeline.model.optim import apply_freeze, build_optimizer, build_scheduler
+from pipeline.model.optim import (
+    apply_freeze,
+    build_optimizer,
+    build_scheduler,
+    unwrap_lora,
+    wrap_lora,
+)
 from pipeline.model.probe import EpochLog, WeightedCrossEntropy, class_weights, fit_probe_head
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
 
@@ -70,29 +76,6 @@ def seed_everything(seed: int) -> None:
 
 
 # ---------------------------------------------------------------- fine-tuning
-
-
-def _wrap_lora(clf: Classifier, backbone: Backbone, tp: TrainParams) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    names = {n.split(".")[-1] for n, m in clf.backbone.named_modules() if isinstance(m, nn.Linear)}
-    targets = sorted(names & {"query", "value", "q_lin", "v_lin", "q_proj", "v_proj", "qkv"})
-    if not targets:
-        raise GraftError(f"LoRA: no attention projections (query/value/qkv) found in {backbone.name}; "
-                         "choose another strategy (select.strategy)")
-    cfg = LoraConfig(r=tp.lora.r, lora_alpha=tp.lora.alpha, lora_dropout=tp.lora.dropout,
-                     target_modules=targets)
-    if backbone.modality == "text":
-        clf.backbone.encoder = get_peft_model(clf.backbone.encoder, cfg)
-    else:
-        clf.backbone = get_peft_model(clf.backbone, cfg)
-
-
-def _unwrap_lora(clf: Classifier, backbone: Backbone) -> None:
-    if backbone.modality == "text":
-        clf.backbone.encoder = clf.backbone.encoder.merge_and_unload()
-    else:
-        clf.backbone = clf.backbone.merge_and_unload()
 
 
 def _ckpt_paths(out: Path) -> tuple[Path, Path]:
@@ -152,7 +135,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         device = torch.device("cuda", dist.local_rank)
     lora = strategy == "lora"
     if lora:
-        _wrap_lora(clf, backbone, tp)
+        wrap_lora(clf, backbone, tp)
     clf.to(device)
     if device.type == "cuda" and backbone.modality == "image":
         clf.to(memory_format=torch.channels_last)
@@ -229,7 +212,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         dist.barrier()
     clf.load_state_dict(load_file(str(best_path), device=str(device)))
     if lora:
-        _unwrap_lora(clf, backbone)
+        unwrap_lora(clf, backbone)
     return state["history"], state["best"], state["best_epoch"]
 
 
