@@ -166,15 +166,19 @@ def colour_images(root: Path, per_class: int = 24) -> Path:
     return root
 
 
-def spam_texts(path: Path, per_class: int = 40) -> Path:
-    """Two learnable classes of short messages over the tiny vocabulary."""
+def spam_rows(per_class: int = 40, seed: int = 0) -> list[tuple[str, str]]:
+    """Two learnable classes of short messages over the tiny vocabulary; another seed draws new
+    messages from the same distribution."""
     import random
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     spam, ham = TEXT_WORDS[:13], TEXT_WORDS[13:]
-    rows = [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
+    return [(" ".join(rng.choices(words, k=rng.randint(4, 9))), label)
             for label, words in (("spam", spam), ("ham", ham)) for _ in range(per_class)]
-    return write_rows(path, rows)
+
+
+def spam_texts(path: Path, per_class: int = 40) -> Path:
+    return write_rows(path, spam_rows(per_class))
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -156,7 +156,7 @@ class ExportParams(Section):
     max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
     quantize: bool = Field(True, description="also write a dynamic int8 model, checked the same way")
     latency_runs: int = Field(30, ge=3)
-    reference_size: int = Field(2000, ge=50, description="training examples profiled as the drift reference")
+    reference_size: int = Field(2000, ge=50, description="held-out (val and test) examples profiled as the drift reference")
 
 
 class EvaluateParams(Section):
@@ -207,14 +207,27 @@ class MonitorParams(Section):
     window_hours: float = Field(24.0, gt=0, description="current window: log records of the last N hours")
     window_records: int = Field(5000, ge=0, description="... at most the latest N of them; 0 = all")
     min_records: int = Field(200, ge=1, description="fewer current records than this: no decision")
-    method: str | None = Field(None, description="Evidently stat test for the summary features; none = its default")
-    threshold: float | None = Field(None, description="that test's threshold; none = its default")
-    drift_share: float = Field(0.5, gt=0, le=1, description="drift when at least this share of columns drifted")
+    false_alarm_rate: float = Field(
+        0.02, gt=0, lt=0.5, description="the largest share of healthy windows the rule may call drift: half "
+        "for the per-column tests (Bonferroni over the columns), half for the embedding test")
     embedding_method: Literal["model", "ratio", "distance", "mmd"] = "model"
-    embedding_threshold: float | None = Field(None, gt=0, description="drift when the embedding score passes this; none = the method's default")
+    embedding_threshold: float | None = Field(
+        None, gt=0, description="none = from false_alarm_rate and the window sizes (model); a number fixes it, "
+        "and the rule's false-alarm rate is then not known")
     embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
     cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, value: Any) -> Any:
+        replaced = sorted({"drift_share", "method", "threshold"} & set(value or {})) if isinstance(value, dict) else []
+        if replaced:
+            raise ValueError(
+                f"{', '.join('monitor.' + k for k in replaced)}: replaced by monitor.false_alarm_rate (the share of "
+                "healthy windows the drift rule may flag; each column is a p-value test at false_alarm_rate / 2 "
+                "divided by the number of columns). Remove the key; set false_alarm_rate to change the rule")
+        return value
 
 
 class ScheduleParams(Section):

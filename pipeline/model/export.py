@@ -32,7 +32,7 @@ from pipeline.core.params import Params
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import make_loader
 from pipeline.model.trained import encode_labels, trained_and_test
-from pipeline.production.reference import build_reference
+from pipeline.production.reference import build_reference, reference_rows
 from pipeline.production.runtime import feeds, input_names, ort_session
 
 
@@ -59,10 +59,12 @@ class ExportResult:
     int8: dict[str, Any] = field(default_factory=dict)
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
+    reference_rows: dict[str, int] = field(default_factory=dict)  # the drift reference's rows per split
 
     def to_dict(self) -> dict[str, Any]:
         return {"onnx": str(self.onnx_path), "provider": self.provider, "parity": asdict(self.parity),
-                "latency_ms": self.latency_ms, "int8": self.int8, "passed": self.passed, "reasons": self.reasons}
+                "latency_ms": self.latency_ms, "int8": self.int8, "passed": self.passed, "reasons": self.reasons,
+                "reference_rows": self.reference_rows}
 
 
 class TwoOutputs(nn.Module):
@@ -218,16 +220,18 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
         reasons.append(f"max |logit difference| {parity.max_abs_diff_logits:.2e} > export.max_abs_diff={ep.max_abs_diff:g}")
     if parity.top1_agreement < 1.0:
         reasons.append(f"top-1 agreement {parity.top1_agreement:.2%} < 100%")
-    result = ExportResult(onnx_path, provider, parity, latency, int8, not reasons, reasons)
-    write_json_atomic(out / EXPORT_REPORT, {**result.to_dict(), "size_mb": onnx_path.stat().st_size / 2**20})
     write_json_atomic(model_out / "preprocess.json", meta)
     if info["modality"] == "text":
         shutil.copytree(ws.train / MODEL / "tokenizer", model_out / "tokenizer", dirs_exist_ok=True)
+    held: dict[str, int] = {}
+    if not reasons:  # the drift reference: held-out data as this model sees it, kept with the version
+        manifest = pd.read_parquet(ws.validate / MANIFEST)
+        held = reference_rows(build_reference(model_out, manifest, ws.data, ep.reference_size,
+                                              seed=params.prepare.seed))
+    result = ExportResult(onnx_path, provider, parity, latency, int8, not reasons, reasons, held)
+    write_json_atomic(out / EXPORT_REPORT, {**result.to_dict(), "size_mb": onnx_path.stat().st_size / 2**20})
     save_resolved(params, out, "export")
     if reasons:
         raise ExportParityError("ONNX export does not match PyTorch: " + "; ".join(reasons) +
                                 f" (report: {out / EXPORT_REPORT})")
-    # the drift reference: the data as this model sees it, kept with the version
-    manifest = pd.read_parquet(ws.validate / MANIFEST)
-    build_reference(model_out, manifest, ws.data, ep.reference_size, seed=params.prepare.seed)
     return result

@@ -1,13 +1,14 @@
-"""monitor: is production still like the data the champion was trained on? (Evidently 0.7)
+"""monitor: is production still like what the champion saw on data it did not train on? (Evidently 0.7)
 
-Reference: the champion's profile of its training data (summary features, predicted class,
-confidence, embedding), computed once at export and stored with the model version. Current:
-the production log's records for that champion in the last `window_hours` (at most
-`window_records`). Evidently reports: DataDriftPreset over the summary features, pred and
-confidence (stat tests per params, Evidently's defaults otherwise; every row) and EmbeddingsDrift
-over the embedding (a seeded sample of at most `embedding_sample` rows per side). Decision: drift when the share of drifted columns reaches `drift_share` or the
-embedding score passes its threshold, given at least `min_records` current records; a retraining
-is triggered once per episode (`cooldown_hours` per champion), recorded in state.json.
+Reference: the champion's profile of its held-out (val and test) examples - summary features,
+predicted class, confidence, embedding - computed once at export with the served model and stored
+with the version. Current: the production log's records for that champion in the last
+`window_hours` (at most `window_records`). Evidently reports: DataDriftPreset over the summary
+features, confidence (Kolmogorov-Smirnov) and pred (chi-square), on every row, and
+EmbeddingsDrift (classifier ROC AUC) on the same number of rows from each side. The rule
+(`rule.py`) fires on any column or the embedding and says its false-alarm rate; at least
+`min_records` current records are needed; a retraining is triggered once per episode
+(`cooldown_hours` per champion), recorded in state.json.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from pipeline.core.params import MonitorParams, Params
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
+from pipeline.production.rule import DriftRule, drift_rule
 from pipeline.release.registry import champion_dir
-
-EMBEDDING_DEFAULTS = {"model": 0.55, "ratio": 0.2, "distance": 0.2, "mmd": 0.015}  # Evidently's own
 
 
 @dataclass
@@ -46,6 +46,8 @@ class DriftResult:
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     drift_share: float = 0.0
     embedding: dict[str, Any] = field(default_factory=dict)
+    rule: dict[str, Any] = field(default_factory=dict)  # the decision rule and its false-alarm rate
+    reference_rows: dict[str, int] = field(default_factory=dict)  # per split: what the reference holds
     report_html: str = ""
     seconds: float = 0.0
 
@@ -55,11 +57,10 @@ class DriftResult:
 
 # ------------------------------------------------------------------------ the report
 
-def _embedding_method(mp: MonitorParams) -> tuple[Any, float]:
+def _embedding_method(mp: MonitorParams, threshold: float) -> Any:
     from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
 
-    threshold = mp.embedding_threshold if mp.embedding_threshold is not None else EMBEDDING_DEFAULTS[mp.embedding_method]
-    return getattr(methods, mp.embedding_method)(threshold=threshold), threshold
+    return getattr(methods, mp.embedding_method)(threshold=threshold)
 
 
 def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
@@ -69,11 +70,12 @@ def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
-                 mp: MonitorParams) -> tuple[list[Any], dict[str, dict[str, Any]], float, dict[str, Any]]:
-    """Evidently over `features`, confidence and pred (every row), and over the embedding (a
-    seeded sample of at most `embedding_sample` rows per side: the classifier method's cost
-    grows with rows x dimensions). Returns ([feature snapshot, embedding snapshot], per-column
-    results, share drifted, embedding result)."""
+                 mp: MonitorParams) -> tuple[list[Any], dict[str, dict[str, Any]], dict[str, Any], DriftRule]:
+    """Evidently over `features`, confidence and pred (every row; p-value tests at the rule's
+    per-column level), and over the embedding (the same number of rows from each side, at most
+    `embedding_sample`: the classifier's cost grows with rows x dimensions, and unequal sides
+    leave it predicting the larger one). Returns ([feature snapshot, embedding snapshot],
+    per-column results, embedding result, the rule)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
@@ -81,24 +83,27 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
     numeric = [*features, "confidence"]
     columns = [*numeric, "pred"]
     dim = len(reference["embedding"].iloc[0])
+    rows = min(mp.embedding_sample, len(current), len(reference))
+    rule = drift_rule(mp, len(columns), rows)
     rng = np.random.default_rng(mp.seed)
 
     def sample(f: pd.DataFrame) -> pd.DataFrame:
         keep = f[["embedding"]]
-        if len(keep) > mp.embedding_sample:
-            keep = keep.iloc[np.sort(rng.choice(len(keep), mp.embedding_sample, replace=False))]
+        if len(keep) > rows:
+            keep = keep.iloc[np.sort(rng.choice(len(keep), rows, replace=False))]
         return _with_embedding_columns(keep.reset_index(drop=True), dim)
 
-    method, threshold = _embedding_method(mp)
     features_def = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"])
     emb_def = DataDefinition(embeddings={"embedding": [f"emb_{i}" for i in range(dim)]})
-    preset = DataDriftPreset(columns=columns, method=mp.method, threshold=mp.threshold, drift_share=mp.drift_share)
+    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method="chisquare",
+                             num_threshold=rule.column_alpha, cat_threshold=rule.column_alpha)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
         warnings.simplefilter("ignore")
         feat = Report([preset], include_tests=True).run(
             current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=features_def),
             reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=features_def))
-        emb = Report([EmbeddingsDrift(embeddings_name="embedding", drift_method=method)]).run(
+        emb = Report([EmbeddingsDrift(embeddings_name="embedding",
+                                      drift_method=_embedding_method(mp, rule.embedding_threshold))]).run(
             current_data=Dataset.from_pandas(sample(current), data_definition=emb_def),
             reference_data=Dataset.from_pandas(sample(reference), data_definition=emb_def))
     result = feat.dict()
@@ -111,11 +116,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
         col = test["metric_config"]["params"].get("column")
         if col in per_col:
             per_col[col]["drifted"] = str(test["status"]).endswith("FAIL")
-    share = sum(c.get("drifted", False) for c in per_col.values()) / max(len(per_col), 1)
     score = next(m["value"] for m in emb.dict()["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
-    embedding = {"method": mp.embedding_method, "threshold": threshold, "score": float(score),
-                 "drifted": bool(score > threshold), "rows_per_side": min(mp.embedding_sample, len(current))}
-    return [feat, emb], per_col, share, embedding
+    embedding = {"method": mp.embedding_method, "threshold": rule.embedding_threshold, "score": float(score),
+                 "drifted": bool(score > rule.embedding_threshold), "rows_per_side": rows}
+    return [feat, emb], per_col, embedding, rule
 
 
 # ------------------------------------------------------------------------ the stage
@@ -143,32 +147,35 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         current = current.tail(mp.window_records) if mp.window_records else current
     window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
               "log": params.paths.log}
-    base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window)
+    held = reference["split"].value_counts().to_dict() if "split" in reference else {}
+    base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window,
+                reference_rows={str(k): int(v) for k, v in held.items()})
     if len(current) < mp.min_records:
         result = DriftResult(**base, decision="insufficient_data", drift=False, trigger=False, reasons=[
             f"{len(current)} production records of {name} in the window, fewer than monitor.min_records="
             f"{mp.min_records}: no decision"])
     else:
-        (feat, emb_snap), per_col, share, emb = drift_report(reference, current.reset_index(drop=True),
-                                                                features_for(modality), mp)
+        (feat, emb_snap), per_col, emb, rule = drift_report(reference, current.reset_index(drop=True),
+                                                            features_for(modality), mp)
         html = out / "report.html"
         write_atomic(html, lambda p: feat.save_html(str(p)))
         write_atomic(out / "embedding.html", lambda p: emb_snap.save_html(str(p)))
         drifted = [c for c, r in per_col.items() if r.get("drifted")]
+        detail = ", ".join(f"{c} (p={per_col[c]['score']:.2g})" for c in drifted)
         reasons = []
-        if share >= mp.drift_share:
-            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} >= "
-                           f"monitor.drift_share={mp.drift_share:.0%}): {', '.join(drifted)}")
+        if drifted:
+            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted (p < {rule.column_alpha:.2g}): {detail}")
         if emb["drifted"]:
-            reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:g} ({emb['method']})")
+            reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:.3f} ({emb['method']}, "
+                           f"{emb['rows_per_side']} rows per side)")
         drift = bool(reasons)
         if not drift:
-            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted ({share:.0%} < {mp.drift_share:.0%})"
-                           f"{': ' + ', '.join(drifted) if drifted else ''}; embedding score {emb['score']:.3f} "
-                           f"<= {emb['threshold']:g}")
+            reasons.append(f"no column drifted (each p >= {rule.column_alpha:.2g}); embedding score "
+                           f"{emb['score']:.3f} <= {emb['threshold']:.3f}")
+        reasons.append(f"rule: {rule.describe()}")
         result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
-                             reasons=reasons, columns=per_col, drift_share=share, embedding=emb,
-                             report_html=str(html))
+                             reasons=reasons, columns=per_col, drift_share=len(drifted) / max(len(per_col), 1),
+                             embedding=emb, rule=rule.to_dict(), report_html=str(html))
     state_path = out / "state.json"
     if result.drift:
         state = _state(state_path)

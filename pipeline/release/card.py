@@ -12,6 +12,13 @@ from pipeline.core.params import Params
 from pipeline.release.decision import GateDecision
 
 
+def _reference_line(rows: dict[str, int]) -> str:
+    if not rows:
+        return "none (monitoring needs a re-export)"
+    return (f"{sum(rows.values())} held-out examples ({', '.join(f'{s} {n}' for s, n in rows.items())}), "
+            "profiled with this model; production windows are compared with them")
+
+
 def model_card(version: str, info: dict[str, Any], decision: GateDecision, metrics: dict[str, float],
                exported: dict[str, Any], params: Params, champion: str | None,
                data: DataVersion | None) -> str:
@@ -38,6 +45,9 @@ def model_card(version: str, info: dict[str, Any], decision: GateDecision, metri
 
 ## Gate
 {decision.to_markdown()}
+## Drift reference
+{_reference_line(exported.get("reference_rows") or {})}
+
 ## ONNX parity
 max |logit difference| {p['max_abs_diff_logits']:.2e}, top-1 agreement {p['top1_agreement']:.2%} over
 {p['examples']} test examples ({exported['provider']}).

@@ -1,4 +1,5 @@
-"""Drift decision: a held-back slice of the reference is not drift, shifted traffic is; minimum records; cooldown."""
+"""Drift decision: unseen traffic from the training distribution is not drift, shifted traffic is;
+the reference holds only held-out rows; the rule's false-alarm rate; minimum records; cooldown."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -6,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import shifted_texts
+from conftest import shifted_texts, spam_rows
 
 from pipeline.core.config import load_params
 from pipeline.production.monitor import run_monitor
 from pipeline.production.predictor import Predictor
-from pipeline.production.prodlog import ProductionLog
+from pipeline.production.prodlog import ProductionLog, read_log
+from pipeline.production.profile import vocabulary
 from pipeline.production.reference import MonitorError, load_reference
 from pipeline.release.registry import champion_dir
 
@@ -24,32 +26,51 @@ def _log(texts, p):
             log.append(pred.records(pred.predict_texts(texts[i:i + 16])))
 
 
-def test_reference_is_stored_with_the_version(workspace):
+def test_reference_holds_only_held_out_rows(workspace):
     p = load_params("params.yaml")
     _name, d = champion_dir(p.paths.registry)
     ref = load_reference(d)
-    assert len(ref) == 80 and {"train", "val", "test"} >= set(ref["split"])
+    manifest = pd.read_parquet(Path(p.paths.validate_) / "manifest.parquet")
+    held_out = manifest[manifest["split"] != "train"]
+    assert len(ref) == len(held_out) and set(ref["split"]) <= {"val", "test"}
     assert {"length", "word_count", "oov_share", "non_ascii_share", "pred", "confidence", "embedding"} <= set(ref)
-    assert (d / "vocabulary.json").exists()
-    assert ref.loc[ref["split"] == "train", "oov_share"].max() == 0  # the vocabulary is the training split's
+    # what "out of vocabulary" means is the training split's words, for reference and production alike
+    train_words = vocabulary(manifest.loc[manifest["split"] == "train", "text"])
+    assert json.loads((d / "vocabulary.json").read_text()) == train_words
+    exported = json.loads(Path(p.paths.export, "export.json").read_text())
+    assert exported["reference_rows"] == {s: int((held_out["split"] == s).sum()) for s in ("test", "val")}
+    card = (d.parent / "card.md").read_text()
+    assert f"{len(held_out)} held-out examples" in card
 
 
-def test_held_back_slice_is_no_drift_and_shifted_traffic_is(workspace):
-    p = load_params("params.yaml", ["monitor.min_records=10"])
+def test_an_older_reference_with_training_rows_keeps_its_held_out_rows(workspace):
+    p = load_params("params.yaml")
     _name, d = champion_dir(p.paths.registry)
     ref = load_reference(d)
-    held = ref[ref["split"] != "train"].reset_index(drop=True)
-    r = run_monitor(p, "mon", current=held.drop(columns=["split", "label"]))
+    mixed = pd.concat([ref, ref.assign(split="train", oov_share=0.0, confidence=0.99)], ignore_index=True)
+    mixed.to_parquet(d / "reference.parquet")
+    assert len(load_reference(d)) == len(ref)
+
+
+def test_unseen_traffic_from_the_training_distribution_is_no_drift_and_shifted_traffic_is(workspace):
+    p = load_params("params.yaml")
+    unseen = [text for text, _ in spam_rows(per_class=100, seed=7)]  # new messages, never trained on
+    _log(unseen, p)
+    r = run_monitor(p, "mon")
     assert r.decision == "no_drift" and not r.drift and not r.trigger, r.reasons
-    assert r.drift_share < 0.5 and not r.embedding["drifted"]
     assert set(r.columns) == {"length", "word_count", "oov_share", "non_ascii_share", "confidence", "pred"}
+    assert r.rule["false_alarm_rate"] == 0.02 and r.rule["column_alpha"] == pytest.approx(0.01 / 6)
+    assert {c: r.columns[c]["method"] for c in ("length", "confidence", "pred")} == {
+        "length": "ks", "confidence": "ks", "pred": "chisquare"}, r.columns
+    assert "at most 2.0% of healthy windows are called drift" in r.reasons[-1]
+    assert r.reference_rows and sum(r.reference_rows.values()) == r.reference_records
 
     _log(shifted_texts(60), p)
-    r = run_monitor(p, "mon")
+    r = run_monitor(p, "mon", current=read_log(p.paths.log).tail(60))
     assert r.decision == "drift" and r.trigger and r.current_records == 60
     assert r.columns["oov_share"]["drifted"] and r.columns["non_ascii_share"]["drifted"]
     saved = json.loads(Path("mon/drift.json").read_text())
-    assert saved["decision"] == "drift" and saved["columns"]["length"]["method"]
+    assert saved["decision"] == "drift" and saved["columns"]["length"]["method"] and saved["rule"]["column_alpha"]
     assert "<html" in Path("mon/report.html").read_text().lower()
 
 
