@@ -204,8 +204,12 @@ def drift_summary(console: Console, r: Any) -> None:
             table.add_row(col, c["method"], f"{c['score']:.4g}", f"{c['threshold']:g}",
                           "[red]yes[/]" if c.get("drifted") else "no")
         e = r.embedding
-        table.add_row("embedding", e["method"], f"{e['score']:.4g}", f"{e['threshold']:g}",
+        table.add_row("embedding", e["method"], f"{e['score']:.4g}", f"{e['threshold']:.4g}",
                       "[red]yes[/]" if e["drifted"] else "no")
+        if "novelty" in e:
+            n = e["novelty"]
+            table.add_row("novel rows", "nearest neighbour", f"{n['score']:.1%} (p={n['p_value']:.2g})",
+                          f"p < {n['threshold']:.2g}", "[red]yes[/]" if n["drifted"] else "no")
         console.print(table)
     for reason in r.reasons:
         console.print(f"- {esc(reason)}")

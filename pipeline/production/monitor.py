@@ -26,6 +26,7 @@ import pandas as pd
 
 from pipeline.core.io import write_atomic, write_json_atomic
 from pipeline.core.params import MonitorParams, Params
+from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
@@ -69,22 +70,56 @@ def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
     return pd.concat([frame.drop(columns=["embedding"]), cols], axis=1)
 
 
+COLUMN_TESTS = {"numerical": "ks", "categorical": "chisquare"}  # p-value tests, so the rule can set their level
+
+
+def drift_tests(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
+                mp: MonitorParams) -> tuple[dict[str, dict[str, Any]], dict[str, Any], DriftRule]:
+    """The numbers the decision reads, from Evidently's own stat tests and embedding drift method
+    (the ones its reports run, without their plots): a p-value per column (every row), the
+    classifier's AUC on the same number of rows from each side (at most `embedding_sample`: its
+    cost grows with rows x dimensions, and with unequal sides it drifts towards predicting the
+    larger one), and the novelty test on every row. Returns (per column, embedding, rule)."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    kinds = {**{c: ColumnType.Numerical for c in [*features, "confidence"]}, "pred": ColumnType.Categorical}
+    rows = min(mp.embedding_sample, len(current), len(reference))
+    rule = drift_rule(mp, len(kinds), rows)
+    per_col: dict[str, dict[str, Any]] = {}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
+        warnings.simplefilter("ignore")
+        for col, kind in kinds.items():
+            name = COLUMN_TESTS["numerical" if kind == ColumnType.Numerical else "categorical"]
+            ref, cur = reference[col].reset_index(drop=True), current[col].reset_index(drop=True)
+            test = get_stattest(ref, cur, kind, name)(ref, cur, kind, rule.column_alpha)
+            per_col[col] = {"method": name, "threshold": rule.column_alpha, "score": float(test.drift_score),
+                            "drifted": bool(test.drifted)}
+        ref_emb, cur_emb = (np.stack(f["embedding"].to_numpy()).astype(np.float32) for f in (reference, current))
+        rng = np.random.default_rng(mp.seed)
+        pick = lambda x: x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x  # noqa: E731
+        score, _, _ = _embedding_method(mp, rule.embedding_threshold)(pd.DataFrame(pick(cur_emb)),
+                                                                      pd.DataFrame(pick(ref_emb)))
+    embedding = {"method": mp.embedding_method, "threshold": rule.embedding_threshold, "score": float(score),
+                 "drifted": bool(score > rule.embedding_threshold), "rows_per_side": rows,
+                 "novelty": novelty_test(ref_emb, cur_emb, rule.novelty_alpha, seed=mp.seed)}
+    return per_col, embedding, rule
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
                  mp: MonitorParams) -> tuple[list[Any], dict[str, dict[str, Any]], dict[str, Any], DriftRule]:
-    """Evidently over `features`, confidence and pred (every row; p-value tests at the rule's
-    per-column level), and over the embedding (the same number of rows from each side, at most
-    `embedding_sample`: the classifier's cost grows with rows x dimensions, and unequal sides
-    leave it predicting the larger one). Returns ([feature snapshot, embedding snapshot],
-    per-column results, embedding result, the rule)."""
+    """drift_tests, and the Evidently reports a person reads (report.html: the columns with the
+    same tests and levels; embedding.html: the embedding method with its plots). Returns
+    ([feature snapshot, embedding snapshot], per column, embedding, rule)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.presets import DataDriftPreset
 
+    per_col, embedding, rule = drift_tests(reference, current, features, mp)
     numeric = [*features, "confidence"]
     columns = [*numeric, "pred"]
     dim = len(reference["embedding"].iloc[0])
-    rows = min(mp.embedding_sample, len(current), len(reference))
-    rule = drift_rule(mp, len(columns), rows)
+    rows = embedding["rows_per_side"]
     rng = np.random.default_rng(mp.seed)
 
     def sample(f: pd.DataFrame) -> pd.DataFrame:
@@ -95,9 +130,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
 
     features_def = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"])
     emb_def = DataDefinition(embeddings={"embedding": [f"emb_{i}" for i in range(dim)]})
-    preset = DataDriftPreset(columns=columns, num_method="ks", cat_method="chisquare",
-                             num_threshold=rule.column_alpha, cat_threshold=rule.column_alpha)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant columns (no OOV words) divide by 0
+    preset = DataDriftPreset(columns=columns, num_method=COLUMN_TESTS["numerical"],
+                             cat_method=COLUMN_TESTS["categorical"], num_threshold=rule.column_alpha,
+                             cat_threshold=rule.column_alpha)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         feat = Report([preset], include_tests=True).run(
             current_data=Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=features_def),
@@ -106,20 +142,28 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
                                       drift_method=_embedding_method(mp, rule.embedding_threshold))]).run(
             current_data=Dataset.from_pandas(sample(current), data_definition=emb_def),
             reference_data=Dataset.from_pandas(sample(reference), data_definition=emb_def))
-    result = feat.dict()
-    per_col: dict[str, dict[str, Any]] = {}
-    for metric in result["metrics"]:
-        cfg = metric["config"]
-        if cfg["type"].endswith("ValueDrift"):
-            per_col[cfg["column"]] = {"method": cfg["method"], "threshold": cfg["threshold"], "score": metric["value"]}
-    for test in result["tests"]:
-        col = test["metric_config"]["params"].get("column")
-        if col in per_col:
-            per_col[col]["drifted"] = str(test["status"]).endswith("FAIL")
-    score = next(m["value"] for m in emb.dict()["metrics"] if m["config"]["type"].endswith("EmbeddingsDrift"))
-    embedding = {"method": mp.embedding_method, "threshold": rule.embedding_threshold, "score": float(score),
-                 "drifted": bool(score > rule.embedding_threshold), "rows_per_side": rows}
     return [feat, emb], per_col, embedding, rule
+
+
+def drift_decision(per_col: dict[str, dict[str, Any]], emb: dict[str, Any], rule: DriftRule) -> tuple[bool, list[str]]:
+    """Drift when any column's test or the embedding test fires; the reasons end with the rule."""
+    drifted = [c for c, r in per_col.items() if r.get("drifted")]
+    reasons = []
+    if drifted:
+        detail = ", ".join(f"{c} (p={per_col[c]['score']:.2g})" for c in drifted)
+        reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted (p < {rule.column_alpha:.2g}): {detail}")
+    if emb["drifted"]:
+        reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:.3f} ({emb['method']}, "
+                       f"{emb['rows_per_side']} rows per side)")
+    nov = emb["novelty"]
+    novel = f"{nov['score']:.1%} of rows unlike the reference (expected {nov['expected']:.1%}, p={nov['p_value']:.2g})"
+    if nov["drifted"]:
+        reasons.append(novel)
+    drift = bool(reasons)
+    if not drift:
+        reasons.append(f"no column drifted (each p >= {rule.column_alpha:.2g}); embedding score "
+                       f"{emb['score']:.3f} <= {emb['threshold']:.3f}; {novel}")
+    return drift, [*reasons, f"rule: {rule.describe()}"]
 
 
 # ------------------------------------------------------------------------ the stage
@@ -160,21 +204,10 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         html = out / "report.html"
         write_atomic(html, lambda p: feat.save_html(str(p)))
         write_atomic(out / "embedding.html", lambda p: emb_snap.save_html(str(p)))
-        drifted = [c for c, r in per_col.items() if r.get("drifted")]
-        detail = ", ".join(f"{c} (p={per_col[c]['score']:.2g})" for c in drifted)
-        reasons = []
-        if drifted:
-            reasons.append(f"{len(drifted)} of {len(per_col)} columns drifted (p < {rule.column_alpha:.2g}): {detail}")
-        if emb["drifted"]:
-            reasons.append(f"embedding drift score {emb['score']:.3f} > {emb['threshold']:.3f} ({emb['method']}, "
-                           f"{emb['rows_per_side']} rows per side)")
-        drift = bool(reasons)
-        if not drift:
-            reasons.append(f"no column drifted (each p >= {rule.column_alpha:.2g}); embedding score "
-                           f"{emb['score']:.3f} <= {emb['threshold']:.3f}")
-        reasons.append(f"rule: {rule.describe()}")
+        drift, reasons = drift_decision(per_col, emb, rule)
+        drifted = sum(bool(c.get("drifted")) for c in per_col.values())
         result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
-                             reasons=reasons, columns=per_col, drift_share=len(drifted) / max(len(per_col), 1),
+                             reasons=reasons, columns=per_col, drift_share=drifted / max(len(per_col), 1),
                              embedding=emb, rule=rule.to_dict(), report_html=str(html))
     state_path = out / "state.json"
     if result.drift:

@@ -14,11 +14,11 @@ def _mp(**monitor):
     return parse_params({"monitor": monitor}).monitor
 
 
-def test_columns_share_half_the_rate_and_the_embedding_the_other_half():
+def test_columns_share_half_the_rate_and_the_two_embedding_tests_a_quarter_each():
     rule = drift_rule(_mp(false_alarm_rate=0.02), columns=5, rows_per_side=300)
-    assert rule.false_alarm_rate == 0.02 and rule.embedding_alpha == 0.01
+    assert rule.false_alarm_rate == 0.02 and rule.embedding_alpha == rule.novelty_alpha == 0.005
     assert rule.column_alpha == pytest.approx(0.002)
-    assert rule.embedding_threshold == pytest.approx(auc_null_threshold(300, 0.01))
+    assert rule.embedding_threshold == pytest.approx(auc_null_threshold(300, 0.005))
 
 
 def test_the_auc_bound_is_the_mann_whitney_null_quantile():
@@ -62,3 +62,25 @@ def test_the_bound_holds_for_a_classifier_on_healthy_embeddings():
 def test_replaced_keys_say_what_replaced_them(key):
     with pytest.raises(ParamsError, match=rf"monitor\.{key}: replaced by monitor\.false_alarm_rate"):
         parse_params({"monitor": {key: 0.5}})
+
+
+def _clustered(rng, n, basis, noise=0.3):
+    return rng.standard_normal((n, basis.shape[0])) @ basis + noise * rng.standard_normal((n, basis.shape[1]))
+
+
+def test_novelty_false_alarms_stay_near_alpha_and_a_new_tenth_of_traffic_is_found():
+    from pipeline.production.novelty import novelty_test
+
+    rng = np.random.default_rng(3)
+    home, elsewhere = rng.standard_normal((6, 48)), rng.standard_normal((6, 48))
+    healthy = [novelty_test(_clustered(rng, 400, home), _clustered(rng, 200, home), 0.05, seed=t)["drifted"]
+               for t in range(150)]
+    assert np.mean(healthy) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 150)
+
+    def tenth_new():
+        cur = _clustered(rng, 300, home)
+        cur[:30] = _clustered(rng, 30, elsewhere)
+        return cur
+
+    found = [novelty_test(_clustered(rng, 1000, home), tenth_new(), 0.005, seed=t) for t in range(20)]
+    assert all(r["drifted"] for r in found) and min(r["novel_rows"] for r in found) >= 30
