@@ -9,6 +9,13 @@ are exchangeable, so the chance p that a current row is novel, given the calibra
 Beta(n + 1 - l, l) distributed (l the rank of the threshold among the n calibration distances),
 and the number of novel rows among N is beta-binomial: its tail is the exact p-value, whatever
 the embedding's distribution.
+
+The cut is far out (the 99.5th percentile) because new inputs lie far out: on SMS Spam with
+all-MiniLM-L6-v2, TREC questions mixed into 300-message windows at 10% passed the 95th percentile
+for 74% of them (4% of SMS messages), the 99th for 50% (1%); windows flagged at p < 0.005 went
+from 5 of 20 (95th) to 17 (99th) and 20 (99.5th), with no healthy window flagged. With fewer
+calibration rows than the cut needs, the threshold is their largest distance, and the p-value
+uses that rank.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def novelty_test(reference: np.ndarray, current: np.ndarray, alpha: float, quantile: float = 0.95,
+def novelty_test(reference: np.ndarray, current: np.ndarray, alpha: float, quantile: float = 0.995,
                  seed: int = 0) -> dict[str, Any]:
     """Share of current rows beyond the reference's `quantile` nearest-neighbour distance, and the
     exact p-value of seeing that many with no drift; drifted when p < alpha."""
