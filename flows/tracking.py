@@ -24,6 +24,9 @@ class DvcLiveLog:
     def __call__(self, epoch: int, row: dict[str, Any]) -> None:
         if self.live is None:
             return
+        # the step is the epoch itself: after `--resume` the curves continue at the checkpoint's
+        # epoch instead of counting from wherever dvclive's own step file had got to
+        self.live.step = int(row.get("epoch", epoch))
         for key, value in row.items():
             if key != "epoch":
                 self.live.log_metric(key, float(value))

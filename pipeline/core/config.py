@@ -80,26 +80,47 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Par
         raise ParamsError("\n".join(lines)) from None
 
 
+def _read(path: Path) -> Any:
+    """The params file's YAML; every way it can fail is a ParamsError naming the file and the fix."""
+    if not path.exists():
+        raise ParamsError(f"params file {path} does not exist; create it (an empty file means every default), "
+                          "or pass --params FILE")
+    if path.is_dir():
+        raise ParamsError(f"params file {path} is a folder; pass the YAML file inside it, e.g. --params {path}/params.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start}); "
+                          "re-save it as UTF-8") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions") from None
+    try:
+        return yaml.load(text, Loader=_Loader) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (a missing file means all defaults) and apply `key.path=value` overrides."""
+    """Read a params file and apply `key.path=value` overrides (values parsed as YAML)."""
     path = Path(path)
-    raw: Any = {}
-    if path.exists():
-        try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    raw = _read(path)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ParamsError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set prepare.seed=1")
+        if not isinstance(raw, dict):
+            break  # parse_params says what is wrong with the file's top level
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParamsError(f"--set {item!r}: '{part}' is not a section")
-        node[parts[-1]] = yaml.load(value, Loader=_Loader)
+        try:
+            node[parts[-1]] = yaml.load(value, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {item!r}: the value is not valid YAML ({exc.problem or exc}); "
+                              "quote it, e.g. --set 'data.path=\"my file.csv\"'") from None
     return parse_params(raw, source=str(path))
 
 

@@ -41,6 +41,15 @@ def test_bad_params_key_exits_2_naming_the_key(tmp_path):
     assert code == 2 and "unknown key 'prepare.sead'" in out and "Traceback" not in out
 
 
+def test_a_params_file_that_is_missing_or_a_folder_exits_2_naming_it(tmp_path):
+    code, out = _run("models", "--params", tmp_path / "nowhere.yaml")
+    assert code == 2 and "nowhere.yaml does not exist" in out and "Traceback" not in out
+    code, out = _run("prepare", "--params", tmp_path)
+    assert code == 2 and "is a folder" in out
+    code, out = _run("prepare", "--params", _params(tmp_path, ""), "--set", "data.path=[oops")
+    assert code == 2 and "the value is not valid YAML" in out
+
+
 def test_missing_data_exits_2(tmp_path):
     p = _params(tmp_path, f"data:\n  path: {tmp_path}/nowhere\n")
     code, out = _run("prepare", "--params", p, "--out", tmp_path / "o")

@@ -74,12 +74,35 @@ def test_candidates_take_names_or_mappings():
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
-    p = load_params(tmp_path / "missing.yaml", ["prepare.seed=7", "validate.labels=[a, b]"])
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")  # an empty file: every default
+    p = load_params(empty, ["prepare.seed=7", "validate.labels=[a, b]"])
     assert p.prepare.seed == 7 and p.validate_.labels == ["a", "b"]
     with pytest.raises(ParamsError, match=r"prepare\.seed"):
-        load_params(tmp_path / "missing.yaml", ["prepare.seed=seven"])
+        load_params(empty, ["prepare.seed=seven"])
     with pytest.raises(ParamsError, match=r"KEY\.PATH=VALUE"):
-        load_params(tmp_path / "missing.yaml", ["prepare.seed"])
+        load_params(empty, ["prepare.seed"])
+    with pytest.raises(ParamsError, match=r"--set 'data.path=\[unclosed': the value is not valid YAML"):
+        load_params(empty, ["data.path=[unclosed"])
+
+
+def test_a_params_file_that_cannot_be_read_is_named_with_the_fix(tmp_path):
+    with pytest.raises(ParamsError, match=r"missing.yaml does not exist; create it"):
+        load_params(tmp_path / "missing.yaml")
+    with pytest.raises(ParamsError, match=r"is a folder; pass the YAML file inside it"):
+        load_params(tmp_path)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data:\n  path: caf\xe9.csv\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match=r"latin.yaml: not UTF-8 \(byte 0xe9 at byte 17\); re-save it as UTF-8"):
+        load_params(latin)
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    with pytest.raises(ParamsError, match=r"loop.yaml"):
+        load_params(loop)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match=r"the top level must be a mapping"):
+        load_params(listed, ["prepare.seed=1"])
 
 
 def test_save_resolved_writes_only_the_stage_sections(tmp_path):
