@@ -67,8 +67,8 @@ def test_validation_failure_prints_the_summary_and_report(tmp_path, image_tree):
 
 def test_set_overrides_a_value_for_one_run(tmp_path, text_csv):
     data = text_csv()
-    code, out = _run("prepare", "--params", tmp_path / "none.yaml", "--set", f"data.path={data}",
-                     "--out", tmp_path / "o")
+    code, out = _run("prepare", "--params", _params(tmp_path, ""), "--set", f"data.path={data}",
+                     "--out", tmp_path / "o")  # an empty params file: every default, then the override
     assert code == 0 and "40 text examples" in out
 
 
