@@ -31,7 +31,7 @@ from pipeline.release.gate import GateResult
 from pipeline.release.registry import Registry
 from pipeline.stages import NAMES, STAGE
 
-Reporter = Callable[[str, Any], None]  # (stage name, its result) after an in-process stage
+Reporter = Callable[[str, Any, Workspace], None]  # (stage, its result, the workspace) after an in-process stage
 EpochLog = Callable[[int, dict[str, float]], None]
 
 # DVC output that says "try again later", not "this is broken"
@@ -154,7 +154,7 @@ def run_pipeline(params_file: str | Path, overrides: list[str] | None = None, *,
         for name in NAMES:
             result = run_stage(name, p, ws, on_epoch=on_epoch)
             if report:
-                report(name, result)
+                report(name, result, ws)
         return read_summary(ws, "in-process", ran=True)
 
 

@@ -164,11 +164,10 @@ def gate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None, validated
 def run(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Every stage (through DVC for the workspace's params.yaml): prepare ... export, then the gate."""
     from flows.steps import run_pipeline
-    from pipeline.core.artifacts import Workspace
 
-    def report(name: str, result: Any) -> None:
+    def report(name: str, result: Any, ws: Any) -> None:
         out.rule(name)
-        render.stage_summary(out, name, result, Workspace.from_params(_load(params, set_), params))
+        render.stage_summary(out, name, result, ws)
 
     summary = run_pipeline(params, set_, report=report, on_epoch=lambda _e, row: render.epoch(out, row),
                            say=out.print)

@@ -29,7 +29,7 @@ from pipeline.core.params import MonitorParams, Params
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
-from pipeline.production.reference import load_reference
+from pipeline.production.reference import load_reference, reference_rows
 from pipeline.production.rule import DriftRule, drift_rule
 from pipeline.release.registry import champion_dir
 
@@ -64,10 +64,16 @@ def _embedding_method(mp: MonitorParams, threshold: float) -> Any:
     return getattr(methods, mp.embedding_method)(threshold=threshold)
 
 
-def _with_embedding_columns(frame: pd.DataFrame, dim: int) -> pd.DataFrame:
-    emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32) if len(frame) else np.zeros((0, dim))
-    cols = pd.DataFrame(emb, columns=[f"emb_{i}" for i in range(dim)], index=frame.index)
-    return pd.concat([frame.drop(columns=["embedding"]), cols], axis=1)
+def _embedding_rows(reference: pd.DataFrame, current: pd.DataFrame, rows: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `rows` embeddings from each side (seeded): the rows the classifier method sees,
+    in the decision and in embedding.html alike."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for frame in (current, reference):
+        emb = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
+        out.append(emb[np.sort(rng.choice(len(emb), rows, replace=False))] if len(emb) > rows else emb)
+    return out[0], out[1]
 
 
 COLUMN_TESTS = {"numerical": "ks", "categorical": "chisquare"}  # p-value tests, so the rule can set their level
@@ -95,14 +101,13 @@ def drift_tests(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
             test = get_stattest(ref, cur, kind, name)(ref, cur, kind, rule.column_alpha)
             per_col[col] = {"method": name, "threshold": rule.column_alpha, "score": float(test.drift_score),
                             "drifted": bool(test.drifted)}
-        ref_emb, cur_emb = (np.stack(f["embedding"].to_numpy()).astype(np.float32) for f in (reference, current))
-        rng = np.random.default_rng(mp.seed)
-        pick = lambda x: x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x  # noqa: E731
-        score, _, _ = _embedding_method(mp, rule.embedding_threshold)(pd.DataFrame(pick(cur_emb)),
-                                                                      pd.DataFrame(pick(ref_emb)))
+        cur_sample, ref_sample = _embedding_rows(reference, current, rows, mp.seed)
+        score, _, _ = _embedding_method(mp, rule.embedding_threshold)(pd.DataFrame(cur_sample),
+                                                                      pd.DataFrame(ref_sample))
+    novelty = novelty_test(np.stack(reference["embedding"].to_numpy()), np.stack(current["embedding"].to_numpy()),
+                           rule.novelty_alpha, seed=mp.seed)
     embedding = {"method": mp.embedding_method, "threshold": rule.embedding_threshold, "score": float(score),
-                 "drifted": bool(score > rule.embedding_threshold), "rows_per_side": rows,
-                 "novelty": novelty_test(ref_emb, cur_emb, rule.novelty_alpha, seed=mp.seed)}
+                 "drifted": bool(score > rule.embedding_threshold), "rows_per_side": rows, "novelty": novelty}
     return per_col, embedding, rule
 
 
@@ -118,18 +123,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
     per_col, embedding, rule = drift_tests(reference, current, features, mp)
     numeric = [*features, "confidence"]
     columns = [*numeric, "pred"]
-    dim = len(reference["embedding"].iloc[0])
-    rows = embedding["rows_per_side"]
-    rng = np.random.default_rng(mp.seed)
-
-    def sample(f: pd.DataFrame) -> pd.DataFrame:
-        keep = f[["embedding"]]
-        if len(keep) > rows:
-            keep = keep.iloc[np.sort(rng.choice(len(keep), rows, replace=False))]
-        return _with_embedding_columns(keep.reset_index(drop=True), dim)
-
+    cur_sample, ref_sample = _embedding_rows(reference, current, embedding["rows_per_side"], mp.seed)
+    emb_columns = [f"emb_{i}" for i in range(cur_sample.shape[1])]
     features_def = DataDefinition(numerical_columns=numeric, categorical_columns=["pred"])
-    emb_def = DataDefinition(embeddings={"embedding": [f"emb_{i}" for i in range(dim)]})
+    emb_def = DataDefinition(embeddings={"embedding": emb_columns})
     preset = DataDriftPreset(columns=columns, num_method=COLUMN_TESTS["numerical"],
                              cat_method=COLUMN_TESTS["categorical"], num_threshold=rule.column_alpha,
                              cat_threshold=rule.column_alpha)
@@ -140,13 +137,13 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, features: list[
             reference_data=Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=features_def))
         emb = Report([EmbeddingsDrift(embeddings_name="embedding",
                                       drift_method=_embedding_method(mp, rule.embedding_threshold))]).run(
-            current_data=Dataset.from_pandas(sample(current), data_definition=emb_def),
-            reference_data=Dataset.from_pandas(sample(reference), data_definition=emb_def))
+            current_data=Dataset.from_pandas(pd.DataFrame(cur_sample, columns=emb_columns), data_definition=emb_def),
+            reference_data=Dataset.from_pandas(pd.DataFrame(ref_sample, columns=emb_columns), data_definition=emb_def))
     return [feat, emb], per_col, embedding, rule
 
 
 def drift_decision(per_col: dict[str, dict[str, Any]], emb: dict[str, Any], rule: DriftRule) -> tuple[bool, list[str]]:
-    """Drift when any column's test or the embedding test fires; the reasons end with the rule."""
+    """Drift when any column's test, the embedding test or the novelty test fires; the reasons end with the rule."""
     drifted = [c for c, r in per_col.items() if r.get("drifted")]
     reasons = []
     if drifted:
@@ -191,9 +188,8 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         current = current.tail(mp.window_records) if mp.window_records else current
     window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
               "log": params.paths.log}
-    held = reference["split"].value_counts().to_dict() if "split" in reference else {}
     base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window,
-                reference_rows={str(k): int(v) for k, v in held.items()})
+                reference_rows=reference_rows(reference) if "split" in reference else {})
     if len(current) < mp.min_records:
         result = DriftResult(**base, decision="insufficient_data", drift=False, trigger=False, reasons=[
             f"{len(current)} production records of {name} in the window, fewer than monitor.min_records="
