@@ -29,10 +29,10 @@ from pipeline.data.demo import make_image_demo
 from pipeline.data.prepare import prepare_data
 from pipeline.model.backbones import Classifier, load_backbone
 from pipeline.model.distributed import Dist
+from pipeline.model.finetune import _train_epoch
 from pipeline.model.loaders import make_loader, resolve_device
 from pipeline.model.optim import apply_freeze, build_optimizer, build_scheduler
 from pipeline.model.probe import WeightedCrossEntropy, class_weights
-from pipeline.model.train import _train_epoch
 
 
 def _loader(backbone, frame, targets, root, batch, n_batches):

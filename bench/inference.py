@@ -58,7 +58,7 @@ def sms_frames(n_train: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 
 def text_latency_and_int8(work: Path, runs: int, n_train: int) -> tuple[dict, dict]:
-    tp = parse_params({"train": {"max_length": 64, "probe_epochs": 100}}).train
+    tp = parse_params({"train": {"max_length": 64}}).train
     backbone = load_backbone(*MINILM, "text", max_length=tp.max_length)
     train, test, data = sms_frames(n_train)
     labels = sorted(train["label"].unique())

@@ -20,9 +20,11 @@ from rich.console import Console
 
 from graft import render
 from pipeline.core.env import set_quiet_offline_defaults
+from pipeline.core.progress import configure_cli_logging
 from pipeline.stages import STAGE
 
 set_quiet_offline_defaults()
+configure_cli_logging()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="graft: transfer learning with validation, gates, export and drift monitoring.")

@@ -89,9 +89,10 @@ def epoch(console: Console, row: dict[str, Any]) -> None:
     if "trainable_groups" not in row and int(row["epoch"]) % 10:  # head epochs are cheap and many
         return
     groups = f"  groups {int(row['trainable_groups'])}" if "trainable_groups" in row else ""
+    took = f"  ({row['seconds']:.0f} s)" if "seconds" in row else ""
     console.print(f"epoch {int(row['epoch']) + 1:3d}  train loss {row['train_loss']:.4f}  "
                   f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
-                  f"val macro-F1 {row['val_macro_f1']:.4f}{groups}", highlight=False)
+                  f"val macro-F1 {row['val_macro_f1']:.4f}{groups}{took}", highlight=False)
 
 
 def train_summary(console: Console, r: Any) -> None:
@@ -126,9 +127,11 @@ def export_summary(console: Console, r: Any) -> None:
                       f"{lat['torch_b1']['p50'] / b1['p50']:.2f}x", f"{lat['torch_b32']['p50'] / b32['p50']:.2f}x")
     console.print(table)
     if r.int8:
-        q = r.int8["parity"]
-        console.print(f"int8: accuracy {q['accuracy_onnx']:.4f} ({r.int8['accuracy_delta']:+.4f} vs PyTorch), "
-                      f"top-1 agreement {q['top1_agreement']:.2%}, {r.int8['size_mb']:.1f} MB")
+        q = r.int8
+        verdict = "shipped" if q["shipped"] else "NOT shipped: " + "; ".join(q["reasons"])
+        console.print(f"int8 ({q['method']}): accuracy {q['accuracy_int8']:.4f} vs fp32 {q['accuracy_fp32']:.4f}, "
+                      f"top-1 agreement {q['top1_agreement']:.2%}, {q['speedup_b1']:.2f}x fp32 at batch 1, "
+                      f"{q['size_mb']:.1f} MB: {verdict}", soft_wrap=True, highlight=False)
 
 
 def evaluation_summary(console: Console, r: Any, out_dir: Path) -> None:

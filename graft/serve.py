@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.core.errors import ModelNotFound
+from pipeline.model.quantize import int8_path
 from pipeline.core.params import Params
 from pipeline.production.predictor import Predictor
 from pipeline.production.prodlog import ProductionLog
@@ -186,5 +187,12 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
 def serve(params: Params, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
+    if params.serve.model == "int8":  # refuse at start, with export's reason, rather than answer 503s
+        try:
+            _name, model_dir = champion_dir(params.paths.registry)
+        except ModelNotFound:
+            pass  # no champion yet: the server waits for one
+        else:
+            int8_path(model_dir)
     uvicorn.run(create_app(params), host=host or params.serve.host, port=port or params.serve.port,
                 log_level="info")

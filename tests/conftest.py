@@ -207,7 +207,7 @@ def text_params(data: str, bert: Path, cache: Path, **extra: dict) -> dict:
     p = {"data": {"path": data}, "validate": {"labels": ["ham", "spam"]},
          "select": {"candidates": [{"name": "tiny-bert", "weights": str(bert)}], "cv_folds": 2,
                     "strategy": "linear_probe", "latency_runs": 3},
-         "train": {"epochs": 1, "batch_size": 16, "probe_epochs": 20, "max_length": 16},
+         "train": {"epochs": 1, "batch_size": 16, "max_length": 16},
          "export": {"latency_runs": 3, "quantize": False, "reference_size": 200},
          "serve": {"reload_seconds": 0.05},
          "monitor": {"min_records": 20, "cooldown_hours": 24.0},

@@ -11,6 +11,7 @@ QUIET_OFFLINE = {
     "ORT_DISABLE_TELEMETRY": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the 20 s default timed out on 2 cores
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "graft",  # progress heartbeats (pipeline.core.progress) in the run log
 }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from tqdm.auto import tqdm
+from pipeline.core.progress import progress
 
 # Worker processes pay off only past this many items; below it, their start-up costs more.
 POOL_MIN_ITEMS = 256
@@ -20,15 +20,15 @@ def map_files(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: st
     meanwhile: run in this process once every item is submitted, while the workers run (the
     workers are forked before it, so it may import or start threads safely)."""
     n_workers = workers or os.cpu_count() or 1
-    bar = dict(total=len(items), desc=desc, unit="file", disable=None, leave=False)
+    bar = dict(total=len(items), desc=desc, unit="file")
     if n_workers == 1 or len(items) < POOL_MIN_ITEMS:
         if meanwhile is not None:
             meanwhile()
-        yield from tqdm(map(fn, items), **bar)
+        yield from progress(map(fn, items), **bar)
         return
     chunk = max(1, min(256, len(items) // (n_workers * 8)))
     with ProcessPoolExecutor(max_workers=n_workers) as pool:
         results = pool.map(fn, items, chunksize=chunk)  # submits everything now
         if meanwhile is not None:
             meanwhile()
-        yield from tqdm(results, **bar)
+        yield from progress(results, **bar)

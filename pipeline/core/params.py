@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 
 class Section(BaseModel):
@@ -145,7 +145,8 @@ class TrainParams(Section):
     augment: bool = True
     mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")
-    probe_epochs: int = Field(200, ge=1, description="head epochs on cached features")
+    probe_c: list[PositiveFloat] = Field([0.01, 0.1, 1.0, 10.0], min_length=1,
+                                 description="the probe's inverse L2 strengths, chosen on val")
     max_length: int = Field(128, ge=8, description="text: tokens per example")
     workers: int = Field(0, ge=0, description="data-loading processes")
     lora: LoraParams = Field(default_factory=LoraParams)
@@ -154,8 +155,13 @@ class TrainParams(Section):
 class ExportParams(Section):
     opset: int = Field(18, ge=13)
     max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
-    quantize: bool = Field(True, description="also write a dynamic int8 model, checked the same way")
-    latency_runs: int = Field(30, ge=3)
+    quantize: bool = Field(True, description="also write an int8 model; shipped only when it keeps the model")
+    int8_max_accuracy_drop: float = Field(0.01, ge=0.0, description="test accuracy the int8 model may lose")
+    int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="share of top-1 predictions it must share")
+    int8_min_speedup: float = Field(1.1, ge=0.0, description="x the fp32 onnxruntime speed at batch 1 it must reach")
+    calibration_size: int = Field(256, ge=8, description="training examples that calibrate static int8 ranges")
+    latency_seconds: float = Field(10.0, gt=0.0, description="time budget per runtime for the latency measurement")
+    latency_runs: int = Field(50, ge=3, description="at most this many timed runs per runtime and batch size")
     reference_size: int = Field(2000, ge=50, description="held-out (val and test) examples profiled as the drift reference")
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from pipeline.core.artifacts import MANIFEST, PREPARE_SUMMARY, SPLITS, Workspace
 from pipeline.core.config import save_resolved
@@ -26,6 +25,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.io import write_json_atomic, write_parquet_atomic
 from pipeline.core.parallel import map_files
 from pipeline.core.params import DataParams, Params, PrepareParams, SplitFractions
+from pipeline.core.progress import progress
 from pipeline.data.tables import read_table
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -243,7 +243,7 @@ def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[
         raise DataError(f"{path} has no data rows; add rows of {data.text_column},{data.label_column}")
     texts, labels = frame[data.text_column].tolist(), frame[data.label_column].tolist()
     rows = [_text_row(i + 1, t, lbl) for i, (t, lbl) in
-            enumerate(tqdm(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", disable=None, leave=False))]
+            enumerate(progress(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", unit="row"))]
     manifest = _finish_rows(rows, prepare, "text")
     classes = sorted({r["label"] for r in rows if r["label"]})
     return manifest, classes

@@ -9,7 +9,6 @@ Predictions are saved so the gate can compare challenger and champion example by
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from pipeline.core.io import write_atomic, write_json_atomic, write_parquet_atom
 from pipeline.core.params import Params
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import image_transform, make_loader
-from pipeline.model.metrics import classification_metrics
+from pipeline.model.metrics import classification_metrics, expected_calibration_error
 from pipeline.model.trained import encode_labels, trained_and_test
 
 DERIVED_SLICES = ("size_bucket", "length_bucket")
@@ -49,21 +48,6 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, list[dict[str, float]]]:
-    """ECE over equal-width confidence bins, and the bins for a reliability plot."""
-    conf, pred = probs.max(1), probs.argmax(1)
-    edges = np.linspace(0, 1, bins + 1)
-    ece, table = 0.0, []
-    for lo, hi in itertools.pairwise(edges):
-        mask = (conf > lo) & (conf <= hi)
-        if mask.any():
-            acc, avg = float((pred[mask] == y[mask]).mean()), float(conf[mask].mean())
-            ece += mask.mean() * abs(acc - avg)
-            table.append({"low": float(lo), "high": float(hi), "count": int(mask.sum()),
-                          "accuracy": acc, "confidence": avg})
-    return float(ece), table
 
 
 def summary_metrics(y: np.ndarray, probs: np.ndarray, n: int, bins: int = 15) -> dict[str, float]:

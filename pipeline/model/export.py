@@ -4,17 +4,17 @@ Two outputs, `logits` and `embedding` (the pooled representation drift monitorin
 dynamic batch axis (and sequence axis for text). Parity on the real test split (max |logit
 difference|, top-1 agreement) fails the export past `export.max_abs_diff` or below 100%
 agreement. Latency p50/p95 at batch 1 and 32 for PyTorch eager and onnxruntime, measured in the
-same run. Optional dynamic int8 quantisation is checked the same way and reported.
+same run, each runtime within a time budget. The int8 model (pipeline.model.quantize) is
+judged on the same test split and shipped only when it keeps the model's accuracy and is faster.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ from pipeline.core.artifacts import EXPORT_REPORT, MANIFEST, MODEL, Workspace
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_atomic, write_json_atomic
-from pipeline.core.params import Params
+from pipeline.core.params import ExportParams, Params
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import make_loader
+from pipeline.model.quantize import INT8, judge, quantize, settle
 from pipeline.model.trained import encode_labels, trained_and_test
 from pipeline.production.reference import build_reference, reference_rows
 from pipeline.production.runtime import feeds, input_names, ort_session
@@ -151,43 +152,45 @@ def check_parity(clf: Classifier, session: Any, modality: str, loader: Any) -> P
     return Parity(n, d_logit, d_emb, agree / max(n, 1), correct_t / max(n, 1), correct_o / max(n, 1))
 
 
-def _percentiles(fn: Callable[[], Any], runs: int) -> dict[str, float]:
-    for _ in range(3):
+def _timings(fn: Callable[[], Any], runs: int, seconds: float) -> dict[str, float]:
+    """Milliseconds per call after warm-up: at most `runs` timed calls within `seconds` (at least 3)."""
+    for _ in range(2):
         fn()
-    times = []
-    for _ in range(runs):
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < runs and (len(times) < 3 or time.perf_counter() < deadline):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"p50": statistics.median(times), "p95": times[min(len(times) - 1, int(0.95 * len(times)))]}
+    q1, p50, q3 = np.percentile(times, [25, 50, 75])
+    return {"p50": float(p50), "p95": float(np.percentile(times, 95)), "iqr": float(q3 - q1), "runs": len(times)}
 
 
 def measure_latency(clf: Classifier, sessions: dict[str, Any], modality: str, frame: pd.DataFrame,
-                    view: Backbone, root: Path, runs: int) -> dict[str, dict[str, float]]:
-    """p50/p95 ms at batch 1 and 32 on real test inputs, PyTorch eager vs each onnxruntime session."""
+                    view: Backbone, root: Path, ep: ExportParams) -> dict[str, dict[str, float]]:
+    """p50/p95/IQR ms at batch 1 and 32 on real test inputs, PyTorch eager vs each onnxruntime
+    session; each runtime gets export.latency_seconds, half per batch size."""
     out: dict[str, dict[str, float]] = {}
     rows = pd.concat([frame] * (32 // max(len(frame), 1) + 1)).head(32)
+    budget = ep.latency_seconds / 2
     for bs in (1, 32):
         inputs, _ = next(iter(make_loader(view, rows.head(bs), [0] * bs, root, batch_size=bs)))
         ort_inputs = feeds(modality, inputs)
         with torch.inference_mode():
-            out[f"torch_b{bs}"] = _percentiles(lambda i=inputs: clf(*i), runs)
+            out[f"torch_b{bs}"] = _timings(lambda i=inputs: clf(*i), ep.latency_runs, budget)
         for name, session in sessions.items():
-            out[f"{name}_b{bs}"] = _percentiles(lambda s=session, f=ort_inputs: s.run(["logits"], f), runs)
+            out[f"{name}_b{bs}"] = _timings(lambda s=session, f=ort_inputs: s.run(["logits"], f),
+                                            ep.latency_runs, budget)
     return out
 
 
-def _quantize(src: Path, dst: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # per-channel weight scales: one scale per output channel, not per tensor. On SMS Spam
-        # (MiniLM + linear head) per-tensor int8 lost 3.3 accuracy points (95.8% top-1
-        # agreement); per-channel loses 0.7 (99.1%).
-        write_atomic(dst, lambda p: quantize_dynamic(str(src), str(p), weight_type=QuantType.QInt8, per_channel=True))
-    return dst
+def _calibration(view: Backbone, manifest: pd.DataFrame, root: Path, size: int, seed: int
+                 ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+    """Batches of training-split inputs (eval transform) that calibrate static int8 ranges."""
+    train = manifest[manifest["split"] == "train"]
+    rows = train.sample(n=min(size, len(train)), random_state=seed)
+    loader = make_loader(view, rows, [0] * len(rows), root, batch_size=16)
+    return (feeds(view.modality, inputs) for inputs, _ in loader), len(rows)
 
 
 def run_export(params: Params, ws: Workspace) -> ExportResult:
@@ -206,15 +209,23 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
     session, provider = ort_session(onnx_path)
     parity = check_parity(clf, session, info["modality"], loader)
     sessions = {"onnx": session}
-    int8: dict[str, Any] = {}
+    manifest = pd.read_parquet(ws.validate / MANIFEST)
+    q_parity, method, n_calib = None, "", 0
     if ep.quantize:
-        q_path = _quantize(onnx_path, model_out / "model.int8.onnx")
-        q_session, _ = ort_session(q_path)
-        q = check_parity(clf, q_session, info["modality"], loader)
-        sessions["onnx_int8"] = q_session
-        int8 = {"path": str(q_path), "parity": asdict(q), "accuracy_delta": q.accuracy_onnx - parity.accuracy_torch,
-                "size_mb": q_path.stat().st_size / 2**20}
-    latency = measure_latency(clf, sessions, info["modality"], test, view, ws.data, ep.latency_runs)
+        calib, n_calib = (_calibration(view, manifest, ws.data, ep.calibration_size, params.prepare.seed)
+                          if info["modality"] == "image" else (None, 0))
+        method = quantize(onnx_path, model_out / INT8, info["modality"], calib)
+        sessions["onnx_int8"], _ = ort_session(model_out / INT8)
+        q_parity = check_parity(clf, sessions["onnx_int8"], info["modality"], loader)
+    latency = measure_latency(clf, sessions, info["modality"], test, view, ws.data, ep)
+    int8: dict[str, Any] = {}
+    if q_parity is not None:
+        speedup = latency["onnx_b1"]["p50"] / latency["onnx_int8_b1"]["p50"]
+        report = judge(ep, method, model_out / INT8, parity.accuracy_onnx, q_parity.accuracy_onnx,
+                       q_parity.top1_agreement, speedup, n_calib)
+        del sessions["onnx_int8"]
+        settle(report, model_out)
+        int8 = {**report.to_dict(), "parity": asdict(q_parity)}
     reasons = []
     if parity.max_abs_diff_logits > ep.max_abs_diff:
         reasons.append(f"max |logit difference| {parity.max_abs_diff_logits:.2e} > export.max_abs_diff={ep.max_abs_diff:g}")
@@ -225,7 +236,6 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
         shutil.copytree(ws.train / MODEL / "tokenizer", model_out / "tokenizer", dirs_exist_ok=True)
     held: dict[str, int] = {}
     if not reasons:  # the drift reference: held-out data as this model sees it, kept with the version
-        manifest = pd.read_parquet(ws.validate / MANIFEST)
         held = reference_rows(build_reference(model_out, manifest, ws.data, ep.reference_size,
                                               seed=params.prepare.seed))
     result = ExportResult(onnx_path, provider, parity, latency, int8, not reasons, reasons, held)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from pipeline.core.io import write_atomic
+from pipeline.core.progress import progress
 from pipeline.model.backbones import Backbone
 from pipeline.model.loaders import make_loader
 
@@ -61,8 +61,7 @@ def embed_frame(backbone: Backbone, frame: pd.DataFrame, root: Path, cache_dir: 
         loader = make_loader(backbone, rows, [0] * len(rows), root, batch_size=batch_size)
         module = backbone.module.to(device or torch.device("cpu")).eval()
         out = []
-        for inputs, _ in tqdm(loader, desc=f"embedding ({backbone.name})", unit="batch",
-                              disable=None, leave=False):
+        for inputs, _ in progress(loader, desc=f"embedding ({backbone.name})", unit="batch"):
             out.append(module(*(t.to(device or "cpu") for t in inputs)).float().cpu().numpy())
         cache.add(todo, np.concatenate(out))
     return cache.get(frame["sha256"].tolist())

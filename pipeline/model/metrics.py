@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
@@ -16,6 +18,43 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray, num_classes: 
     return {"loss": loss, "accuracy": float(accuracy_score(y_true, pred)),
             "macro_f1": float(f1_score(y_true, pred, average="macro", labels=list(range(num_classes)),
                                        zero_division=0))}
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width confidence bins, and the bins for a reliability plot."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    ece, table = 0.0, []
+    for lo, hi in itertools.pairwise(edges):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            acc, avg = float((pred[mask] == y[mask]).mean()), float(conf[mask].mean())
+            ece += mask.mean() * abs(acc - avg)
+            table.append({"low": float(lo), "high": float(hi), "count": int(mask.sum()),
+                          "accuracy": acc, "confidence": avg})
+    return float(ece), table
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 minimising the NLL of softmax(logits / T)
+    on held-out data. Dividing the head's weights and bias by T changes no prediction, only the
+    confidence; T > 1 softens an over-confident model."""
+    from scipy.optimize import minimize_scalar
+
+    z = torch.from_numpy(logits).double()
+    t = torch.from_numpy(y).long()
+
+    def nll(log_t: float) -> float:
+        return float(nn.functional.cross_entropy(z / np.exp(log_t), t))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x)) if res.success and nll(res.x) < nll(0.0) else 1.0
 
 
 def better(a: dict[str, float], b: dict[str, float] | None) -> bool:

@@ -19,6 +19,8 @@ from PIL import Image
 
 from pipeline.core.errors import ModelNotFound
 from pipeline.model.loaders import image_transform
+from pipeline.model.metrics import softmax
+from pipeline.model.quantize import int8_path
 from pipeline.production.profile import image_features, text_features
 from pipeline.production.runtime import ort_session
 
@@ -32,16 +34,10 @@ class Predictions:
     features: list[dict[str, float]]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Predictor:
     def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32"):
         self.dir = Path(model_dir)
-        onnx = self.dir / ("model.int8.onnx" if variant == "int8" else "model.onnx")
+        onnx = int8_path(self.dir) if variant == "int8" else self.dir / "model.onnx"
         if not onnx.exists() or not (self.dir / "preprocess.json").exists():
             raise ModelNotFound(f"{onnx} (with preprocess.json beside it) does not exist; "
                                 "run `graft export` or `graft run` first")
@@ -81,7 +77,7 @@ class Predictor:
         return self.predict_images(inputs) if self.modality == "image" else self.predict_texts(inputs)
 
     def _finish(self, logits: np.ndarray, emb: np.ndarray, feats: list[dict[str, float]]) -> Predictions:
-        probs = _softmax(logits.astype(np.float64))
+        probs = softmax(logits.astype(np.float64))
         top = probs.argmax(1)
         return Predictions([self.labels[i] for i in top], probs.max(1), probs, emb, feats)
 

@@ -102,7 +102,7 @@ def test_graft_run_models_promote_rollback(tmp_path, tiny_timm_dir):
 data: {{path: {data}}}
 validate: {{labels: [blue, red]}}
 select: {{candidates: [{{name: test_efficientnet, weights: {tiny_timm_dir}}}], cv_folds: 3, latency_runs: 2}}
-train: {{epochs: 1, probe_epochs: 20}}
+train: {{epochs: 1}}
 export: {{latency_runs: 3, quantize: false}}
 paths: {{prepare: {tmp_path}/o/prep, validate: {tmp_path}/o/val, select: {tmp_path}/o/sel, train: {tmp_path}/o/train,
         evaluate: {tmp_path}/o/ev, export: {tmp_path}/o/ex, gate: {tmp_path}/o/gate, registry: {tmp_path}/reg, cache: {tmp_path}/cache}}

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     data, weights, out = map(Path, sys.argv[1:4])
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
                       "train": {"epochs": 3, "batch_size": 16, "lr": 3e-4, "head_lr": 3e-3, "augment": False,
-                                "probe_epochs": 20, "warmup_epochs": 0.5},
+                                "warmup_epochs": 0.5},
                       "paths": {"cache": str(out / "cache")}})
     m = prepare_data(data, p.data, p.prepare).manifest
     r = train_model(m, ["blue", "red"], data, {"chosen": {"name": "test_efficientnet", "weights": str(weights)},

@@ -28,7 +28,7 @@ def test_dvc_repro_runs_the_stages_and_locks_the_data(tmp_path, image_tree, tiny
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["select"].update(candidates=[{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}],
                             cv_folds=3, latency_runs=2)
-    params["train"].update(epochs=2, batch_size=16, probe_epochs=20)
+    params["train"].update(epochs=2, batch_size=16)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     image_tree({"circle": 30, "square": 30, "triangle": 30}, root=work / params["data"]["path"])
     dvc = [sys.executable, "-m", "dvc"]

@@ -12,12 +12,8 @@ from pipeline.core.artifacts import Workspace
 from pipeline.core.config import parse_params
 from pipeline.core.errors import GraftError
 from pipeline.data.prepare import prepare_data
-from pipeline.model.evaluate import (
-    expected_calibration_error,
-    run_evaluate,
-    slice_values,
-    summary_metrics,
-)
+from pipeline.model.evaluate import run_evaluate, slice_values, summary_metrics
+from pipeline.model.metrics import expected_calibration_error
 from pipeline.model.train import train_model
 
 
@@ -27,7 +23,7 @@ def test_run_evaluate_writes_metrics_plots_and_predictions(tmp_path, tiny_timm_d
     w = tiny_timm_dir if modality == "image" else tiny_bert_dir
     slices = ["size_bucket"] if modality == "image" else ["length_bucket", "split_source"]
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
-                      "train": {"epochs": 1, "probe_epochs": 20, "max_length": 16},
+                      "train": {"epochs": 1, "max_length": 16},
                       "evaluate": {"slices": slices}, "paths": {"cache": str(tmp_path / "cache")}})
     m = prepare_data(data, p.data, p.prepare).manifest
     (tmp_path / "val").mkdir()

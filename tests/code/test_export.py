@@ -1,25 +1,30 @@
 """export: ONNX with logits and embedding, parity with PyTorch, latency, int8."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from conftest import tiny_task
+from PIL import Image
 
 from pipeline.core.artifacts import Workspace
 from pipeline.core.config import parse_params
 from pipeline.data.prepare import prepare_data
 from pipeline.model.export import ExportParityError, run_export
+from pipeline.model.quantize import Int8NotShipped, int8_path, judge, settle
 from pipeline.model.train import train_model
 from pipeline.model.trained import load_trained
+from pipeline.production.predictor import Predictor
 from pipeline.production.runtime import ort_session
 
 
 def _trained(tmp_path, modality, weights, **export):
     data, labels, name = tiny_task(tmp_path, modality)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
-                      "train": {"epochs": 1, "batch_size": 16, "probe_epochs": 10, "max_length": 16},
+                      "train": {"epochs": 1, "batch_size": 16, "max_length": 16},
                       "export": {"latency_runs": 3, **export}, "paths": {"cache": str(tmp_path / "cache")}})
     manifest = prepare_data(data, p.data, p.prepare).manifest
     (tmp_path / "val").mkdir()
@@ -41,6 +46,7 @@ def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality
     assert r.parity.examples == 12 if modality == "image" else r.parity.examples > 0
     for key in ("torch_b1", "onnx_b1", "torch_b32", "onnx_b32", "onnx_int8_b1"):
         assert r.latency_ms[key]["p50"] > 0 and r.latency_ms[key]["p95"] >= r.latency_ms[key]["p50"]
+        assert 3 <= r.latency_ms[key]["runs"] <= 3 and r.latency_ms[key]["iqr"] >= 0
     model = onnx.load(str(r.onnx_path))
     meta = {m.key: json.loads(m.value) for m in model.metadata_props}
     assert meta["graft.labels"] == (["blue", "red"] if modality == "image" else ["ham", "spam"])
@@ -59,8 +65,43 @@ def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality
         assert (tmp_path / "exp" / "model" / "tokenizer").is_dir()
     logits, emb = session.run(["logits", "embedding"], feeds)
     assert logits.shape == (3, 2) and emb.shape == (3, dim)
-    assert r.int8 and (tmp_path / "exp" / "model" / "model.int8.onnx").exists()
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]
+    # int8: static QDQ for the convolutional model, dynamic for the transformer; shipped or not,
+    # the decision is recorded beside the model and agrees with what is on disk
+    q = json.loads((tmp_path / "exp" / "model" / "quantization.json").read_text())
+    assert q["method"].startswith("static QDQ" if modality == "image" else "dynamic")
+    assert (q["calibration_examples"] > 0) == (modality == "image")
+    assert q == {k: v for k, v in r.int8.items() if k != "parity"}
+    assert (tmp_path / "exp" / "model" / "model.int8.onnx").exists() == q["shipped"] == (not q["reasons"])
+    if q["shipped"]:
+        assert Predictor(tmp_path / "exp" / "model", variant="int8").predict(
+            [Image.new("RGB", (40, 40), "red")] if modality == "image" else ["free prize"]).labels
+    else:
+        with pytest.raises(Int8NotShipped, match=re.escape(q["reasons"][0])):
+            Predictor(tmp_path / "exp" / "model", variant="int8")
+
+
+def _report(ep, **measured):
+    figures = {"accuracy_fp32": 0.95, "accuracy_int8": 0.95, "agreement": 1.0, "speedup_b1": 2.0, **measured}
+    return judge(ep, "static QDQ", Path("/nonexistent/model.int8.onnx"), figures["accuracy_fp32"],
+                 figures["accuracy_int8"], figures["agreement"], figures["speedup_b1"], 64)
+
+
+@pytest.mark.parametrize(("measured", "key"), [
+    ({"accuracy_int8": 0.61}, "int8_max_accuracy_drop"),  # MobileNetV2 under dynamic int8: 34 points lost
+    ({"agreement": 0.985}, "int8_min_agreement"),
+    ({"speedup_b1": 0.9}, "int8_min_speedup"),
+])
+def test_an_int8_model_that_loses_accuracy_or_speed_is_not_shipped(tmp_path, measured, key):
+    ep = parse_params({}).export
+    assert _report(ep).shipped and not _report(ep).reasons
+    report = _report(ep, **measured)
+    assert not report.shipped and len(report.reasons) == 1 and f"export.{key}=" in report.reasons[0]
+    (tmp_path / "model.int8.onnx").write_bytes(b"int8")
+    settle(report, tmp_path)
+    assert not (tmp_path / "model.int8.onnx").exists()
+    with pytest.raises(Int8NotShipped, match=f"export.{key}=.*serve.model: fp32"):
+        int8_path(tmp_path)
 
 
 def test_parity_beyond_the_bound_fails_the_export_with_a_report(tmp_path, tiny_timm_dir):

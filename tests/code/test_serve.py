@@ -97,7 +97,7 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
         "data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
         "select": {"candidates": [{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}], "cv_folds": 2,
                    "strategy": "linear_probe", "latency_runs": 3},
-        "train": {"epochs": 1, "probe_epochs": 20}, "export": {"latency_runs": 3, "quantize": False},
+        "train": {"epochs": 1}, "export": {"latency_runs": 3, "quantize": False},
         "paths": {"cache": str(tmp_path / "cache")}}))
     monkeypatch.chdir(tmp_path)
     run_pipeline(Path("params.yaml"), say=lambda _m: None)

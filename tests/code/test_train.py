@@ -12,8 +12,11 @@ from pipeline.core.artifacts import Workspace
 from pipeline.core.config import parse_params
 from pipeline.data.prepare import prepare_data
 from pipeline.model.backbones import rebuild_classifier
-from pipeline.model.probe import WeightedCrossEntropy
+from pipeline.model.features import embed_frame
+from pipeline.model.metrics import expected_calibration_error, fit_temperature, softmax
+from pipeline.model.probe import WeightedCrossEntropy, refit_probe_head
 from pipeline.model.train import run_train, train_model
+from pipeline.model.trained import load_trained
 
 
 class Stop(Exception):
@@ -23,7 +26,7 @@ class Stop(Exception):
 def _setup(tmp_path, modality, weights, **train):
     data, labels, name = tiny_task(tmp_path, modality)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
-                      "train": {"epochs": 3, "batch_size": 8, "lr": 3e-4, "head_lr": 3e-3, "probe_epochs": 30,
+                      "train": {"epochs": 3, "batch_size": 8, "lr": 3e-4, "head_lr": 3e-3,
                                 "warmup_epochs": 0.5, "max_length": 16, "patience": 5, **train},
                       "paths": {"cache": str(tmp_path / "cache")}})
     manifest = prepare_data(data, p.data, p.prepare).manifest
@@ -39,9 +42,15 @@ def _train(tmp_path, modality, weights, strategy, out="out", resume=False, log=N
 @pytest.mark.parametrize("strategy", ["linear_probe", "partial", "full", "gradual_unfreeze"])
 def test_image_strategies_learn(tmp_path, tiny_timm_dir, strategy):
     r = _train(tmp_path, "image", tiny_timm_dir, strategy)
-    losses = [h["train_loss"] for h in r.history]
-    assert losses[-1] < losses[0], losses
     assert r.val["macro_f1"] >= 0.8 and r.test["macro_f1"] >= 0.8
+    if strategy == "linear_probe":  # one row per C tried: weaker regularisation fits train closer
+        assert [h["C"] for h in r.history] == [0.01, 0.1, 1.0, 10.0]
+        losses = [h["train_loss"] for h in r.history]
+        assert losses == sorted(losses, reverse=True), losses
+    else:  # the last epoch's weights moved away from the pretrained ones in the top group
+        before = load_file(str(tiny_timm_dir / "model.safetensors"))
+        last = load_file(str(tmp_path / "out" / "checkpoints" / "last.safetensors"))
+        assert not torch.equal(last["backbone.conv_head.weight"], before["conv_head.weight"])
     if strategy == "gradual_unfreeze":
         assert [h["trainable_groups"] for h in r.history] == [0, 1, 2]
     if strategy == "partial":
@@ -146,3 +155,31 @@ def test_class_weighting_weights_examples_not_the_smoothing_term():
     # with equal weights it is the plain mean
     assert torch.isclose(WeightedCrossEntropy(torch.ones(2), 0.1)(logits, y), per.mean())
     assert np.isfinite(float(WeightedCrossEntropy(None, 0.0)(logits, y)))
+
+
+def test_temperature_scaling_undoes_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 4000)
+    x = rng.normal(size=(4000, 3)) + 2.0 * np.eye(3)[y]  # unit Gaussians around 2 * one-hot
+    calibrated = 2.0 * x  # their exact log-posteriors (up to a constant): softmax is calibrated
+    over = calibrated * 4.0
+    t = fit_temperature(over, y)
+    assert 3.0 < t < 5.5
+    assert expected_calibration_error(softmax(over / t), y, 15)[0] < expected_calibration_error(softmax(over), y, 15)[0] / 3
+    assert fit_temperature(calibrated, y) == pytest.approx(1.0, abs=0.2)
+
+
+def test_the_shipped_probe_is_refitted_on_train_and_val_and_calibrated(tmp_path, tiny_timm_dir):
+    r = _train(tmp_path, "image", tiny_timm_dir, "linear_probe")
+    info = json.loads((r.model_dir / "model.json").read_text())
+    assert "refitted on train + val" in r.refit and info["refit"] == r.refit
+    cal = r.calibration
+    assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 1e-9
+    # the shipped head is the train+val logistic regression at the C val chose, divided by T
+    manifest, labels, root, _decision, p = _setup(tmp_path, "image", tiny_timm_dir)
+    clf, _info, view = load_trained(r.model_dir)
+    fit = manifest[manifest["split"].isin(["train", "val"])]
+    x = embed_frame(view, fit, root, tmp_path / "cache")
+    c = p.train.probe_c[int(np.argmax([h["val_macro_f1"] - 1e-6 * h["val_loss"] for h in r.history]))]
+    expected = refit_probe_head(x, fit["label"].map(labels.index).to_numpy(), len(labels), c, p.train)
+    assert torch.allclose(clf.head.weight * cal["temperature"], expected.weight, atol=1e-5)
