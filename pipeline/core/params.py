@@ -22,6 +22,8 @@ class DataParams(Section):
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
+    split_column: str = Field("split", description="a column of train/val/test per row, used when the table has "
+                                                   "it (like split folders); '' = always split by hash")
     header: bool = True
     columns: list[str] = Field(default_factory=list)
     encoding: str = "utf-8"

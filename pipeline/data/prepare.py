@@ -28,7 +28,7 @@ from pipeline.core.params import DataParams, Params, PrepareParams, SplitFractio
 from pipeline.core.progress import progress
 from pipeline.data.tables import read_table
 
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 MANIFEST_COLUMNS = [
     "id", "modality", "path", "text", "label", "sha256", "split", "split_source",
     "bytes", "width", "height", "mode", "format", "n_chars", "n_tokens", "row", "error",
@@ -180,7 +180,8 @@ def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     return facts
 
 
-def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: str) -> pd.DataFrame:
+def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: str,
+                 given_by: str = "folder") -> pd.DataFrame:
     given = {r["split"] for r in rows if r["split"]}
     # Folder splits are kept; a split with no folder is carved from train/ by hash.
     carve = ("train", *[s for s in SPLITS if s not in given and s != "train"])
@@ -190,9 +191,9 @@ def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: s
             r["split"], r["split_source"] = assign_split(key, prepare.seed, prepare.split), "hash"
         elif r["split"] == "train" and len(carve) > 1:
             r["split"] = assign_split(key, prepare.seed, prepare.split, carve)
-            r["split_source"] = "folder" if r["split"] == "train" else "hash"
+            r["split_source"] = given_by if r["split"] == "train" else "hash"
         else:
-            r["split_source"] = "folder"
+            r["split_source"] = given_by
         r["modality"] = modality
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     for col in ("bytes", "width", "height", "n_chars", "n_tokens", "row"):
@@ -217,6 +218,17 @@ def prepare_images(root: Path, prepare: PrepareParams) -> tuple[pd.DataFrame, li
 
 
 # ---------------------------------------------------------------- text
+
+
+def _split_value(value: Any, column: str) -> tuple[str | None, str | None]:
+    """A split column's cell: (split, None), (None, None) when empty, or (None, error)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return None, None
+    split = SPLIT_FOLDERS.get(str(value).strip().lower())
+    if split is None:
+        return None, (f"{column} is {str(value)!r}, not one of train, val, test; fix the value, "
+                      "or set data.split_column: '' to split every row by hash")
+    return split, None
 
 
 def _text_row(i: int, text: Any, label: Any) -> dict[str, Any]:
@@ -244,7 +256,12 @@ def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[
     texts, labels = frame[data.text_column].tolist(), frame[data.label_column].tolist()
     rows = [_text_row(i + 1, t, lbl) for i, (t, lbl) in
             enumerate(progress(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", unit="row"))]
-    manifest = _finish_rows(rows, prepare, "text")
+    if data.split_column and data.split_column in frame.columns and data.split_column not in (
+            data.text_column, data.label_column):
+        for r, value in zip(rows, frame[data.split_column].tolist(), strict=True):
+            r["split"], error = _split_value(value, data.split_column)
+            r["error"] = r["error"] or error
+    manifest = _finish_rows(rows, prepare, "text", given_by="column")
     classes = sorted({r["label"] for r in rows if r["label"]})
     return manifest, classes
 

@@ -2,7 +2,7 @@
 
 Convolutional (image) models get static QDQ quantisation: per-channel int8 weights, uint8
 activations whose ranges are calibrated on batches of the training split (the test split stays
-unseen). Dynamic quantisation of a convolutional network, the only mode before, quantises the
+unseen); depthwise convolutions stay in float. Dynamic quantisation of a convolutional network, the only mode before, quantises the
 weights alone and leaves every Conv's activations in float: on MobileNetV2 it lost 34 accuracy
 points and ran slower than fp32. Transformers get dynamic per-channel quantisation (their
 MatMuls quantise activations at run time; static ranges fit their outliers badly).
@@ -71,16 +71,29 @@ def quantize(src: Path, dst: Path, modality: str, calibration: Iterator[dict[str
         if modality == "image" and calibration is not None:
             pre = Path(tmp) / "pre.onnx"  # shape inference + graph optimisation, as onnxruntime advises
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            depthwise = _depthwise_convs(pre)
             write_atomic(dst, lambda p: quantize_static(
                 str(pre), str(p), _Batches(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=depthwise,
                 extra_options={"CalibMovingAverage": True}))
-            return "static QDQ: per-channel int8 weights, uint8 activations calibrated on the training split"
+            return ("static QDQ: per-channel int8 weights, uint8 activations calibrated on the training split"
+                    + (f"; {len(depthwise)} depthwise convolutions kept in fp32" if depthwise else ""))
         # per-channel weight scales: on SMS Spam (MiniLM + linear head) per-tensor int8 lost 3.3
         # accuracy points (95.8% top-1 agreement); per-channel 0.7 (99.1%).
         write_atomic(dst, lambda p: quantize_dynamic(str(src), str(p), weight_type=QuantType.QInt8,
                                                      per_channel=True))
         return "dynamic: per-channel int8 weights, activations quantised at run time"
+
+
+def _depthwise_convs(path: Path) -> list[str]:
+    """Depthwise convolutions (group > 1) stay in float: a handful of weights per channel and
+    activation ranges that differ wildly between channels make them int8's weak point in
+    MobileNet-style networks. On clothing photos (MobileNetV2) keeping them fp32 cut the
+    accuracy lost from 2.6 to 0.6 points, at 1.8x instead of 2.2x the fp32 speed."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node
+            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
 def judge(ep: ExportParams, method: str, path: Path, accuracy_fp32: float, accuracy_int8: float,

@@ -73,6 +73,25 @@ def test_split_folders_are_respected_and_missing_val_is_carved_from_train(image_
     assert set(m["label"]) == {"cat", "dog"}
 
 
+def test_a_split_column_sets_the_splits_like_split_folders(tmp_path):
+    rows = [{"text": f"question {i}", "label": "ab"[i % 2], "split": "train"} for i in range(200)]
+    rows += [{"text": f"held out {i}", "label": "ab"[i % 2], "split": " Test"} for i in range(20)]
+    rows += [{"text": "no split given", "label": "a", "split": ""},
+             {"text": "a typo", "label": "b", "split": "tset"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "q.csv", index=False)
+    m = _prep(tmp_path / "q.csv").manifest
+    held = m[m["text"].str.startswith("held out")]
+    assert (held["split"] == "test").all() and (held["split_source"] == "column").all()
+    given_train = m[m["text"].str.startswith("question")]
+    assert set(given_train["split"]) == {"train", "val"}  # val carved from train by hash, never test
+    assert m.loc[m["text"] == "no split given", "split_source"].item() == "hash"
+    typo = m[m["text"] == "a typo"]
+    assert "split is 'tset', not one of train, val, test" in typo["error"].item()
+    # '' turns the column off: every row by hash
+    off = _prep(tmp_path / "q.csv", data={"split_column": ""}).manifest
+    assert (off["split_source"] == "hash").all() and off["error"].isna().all()
+
+
 def test_parallel_and_serial_scans_agree(image_tree):
     root = image_tree({"a": 150, "b": 150})  # above the pool threshold
     serial = _prep(root, prepare={"workers": 1}).manifest
