@@ -104,6 +104,33 @@ def decode_errors(manifest: pd.DataFrame, root: str, side: int, workers: int,
     return result
 
 
+SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
+
+
+def content_conflicts(frame: pd.DataFrame, modality: str) -> dict[str, str]:
+    """Rows to set aside because another row has the same content (sha256): every copy when the
+    copies disagree on the label (a label conflict: which one is right is for a person to say),
+    and, when they agree, the copies outside the earliest split (train, val, test) they are in (a
+    copy in a later split leaks training data into evaluation)."""
+    name = (lambda r: f"{r['path']}") if modality == "image" else (lambda r: f"{r['id']}")
+    out: dict[str, str] = {}
+    rows = frame[frame["sha256"].notna()]
+    for _sha, group in rows[rows.duplicated("sha256", keep=False)].groupby("sha256", sort=False):
+        members = group.to_dict("records")
+        if group["label"].nunique() > 1:
+            listed = ", ".join(f"{name(r)} ({r['split']}) as '{r['label']}'" for r in members)
+            for r in members:
+                out[r["id"]] = (f"label conflict: the same content is labelled differently: {listed}; "
+                                "fix the wrong label or remove the copy")
+            continue
+        first = min(members, key=lambda r: SPLIT_ORDER.get(r["split"], len(SPLITS)))
+        for r in members:
+            if r["split"] != first["split"]:
+                out[r["id"]] = (f"the same content as {name(first)} in {first['split']}: a copy in {r['split']} "
+                                f"would leak it; the {first['split']} copy is kept (remove this one)")
+    return out
+
+
 def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[str], data_root: str,
                       workers: int = 0) -> ValidationReport:
     """Run the suites; returns the report (success False on any failure: the caller decides)."""
@@ -138,6 +165,11 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
         for rid in bad:
             reasons.setdefault(rid, []).append(str(why(by_id.loc[rid])))
         checks.append(check_result(er, "row", f"{len(bad)} row(s) fail" if bad else "all rows pass"))
+    content = content_conflicts(frame[~frame["id"].isin(list(reasons))], modality)
+    for rid, why in content.items():
+        reasons.setdefault(rid, []).append(why)
+    checks.append(Check("label conflicts and cross-split copies", "dataset", "critical", not content, len(content),
+                        f"{len(content)} row(s) conflict with another row's label or copy it into another split"))
     bad_mask = frame["id"].isin(list(reasons))
     quarantine = frame[bad_mask].assign(reason=frame.loc[bad_mask, "id"].map(lambda i: "; ".join(reasons[i])))
     accepted = frame[~bad_mask]

@@ -158,17 +158,42 @@ def test_non_utf8_csv_row_is_quarantined_with_its_row(tmp_path):
     assert "not valid UTF-8" in _quarantined(tmp_path)["row-81"]
 
 
-def test_duplicates_across_splits_stop_the_run(tmp_path, image_tree):
+def _split_tree(tmp_path, image_tree):
     root = tmp_path / "ds"
     image_tree({"cat": 12, "dog": 12}, root=root / "train")
     image_tree({"cat": 3, "dog": 3}, root=root / "val", start=200)
     image_tree({"cat": 3, "dog": 3}, root=root / "test", start=300)
     shutil.copy(root / "train/cat/cat_00001.png", root / "test/cat/copy.png")
-    with pytest.raises(DataValidationError) as err:
-        _stage(tmp_path, root)
-    msg = str(err.value)
-    assert "the same content is in more than one split" in msg
-    assert "train/cat/cat_00001.png (train)" in msg and "test/cat/copy.png (test)" in msg
+    return root
+
+
+def test_a_copy_across_splits_is_quarantined_keeping_the_earliest_split(tmp_path, image_tree):
+    report = _stage(tmp_path, _split_tree(tmp_path, image_tree))
+    assert report.success
+    assert _quarantined(tmp_path) == {"test/cat/copy.png": (
+        "the same content as train/cat/cat_00001.png in train: a copy in test would leak it; "
+        "the train copy is kept (remove this one)")}
+    assert "train/cat/cat_00001.png" in set(report.accepted["path"])
+
+
+def test_a_copy_across_splits_stops_the_run_when_bad_rows_fail(tmp_path, image_tree):
+    with pytest.raises(DataValidationError, match="on_bad_rows is 'fail'"):
+        _stage(tmp_path, _split_tree(tmp_path, image_tree), validate={"on_bad_rows": "fail"})
+
+
+@pytest.mark.parametrize("second_split", ["train", "test"])
+def test_the_same_text_under_two_labels_is_a_conflict_with_both_rows_named(tmp_path, second_split):
+    rows = [f"message number {i},{'ab'[i % 2]},train" for i in range(60)]
+    rows += [f"held out {i},{'ab'[i % 2]},test" for i in range(10)]
+    rows += ["win a free prize now,a,train", f"win a free prize now,b,{second_split}"]
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,split\n" + "\n".join(rows) + "\n")
+    report = _stage(tmp_path, path)
+    assert report.success
+    q = _quarantined(tmp_path)
+    assert set(q) == {"row-71", "row-72"}  # both copies: which label is right is for a person to say
+    assert q["row-71"] == q["row-72"] and q["row-71"].startswith("label conflict")
+    assert f"row-71 (train) as 'a', row-72 ({second_split}) as 'b'" in q["row-71"]
 
 
 def test_duplicates_within_a_split_are_reported_not_fatal(tmp_path, image_tree):
