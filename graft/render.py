@@ -64,7 +64,7 @@ def validation_summary(console: Console, s: dict[str, Any], out_dir: Path) -> No
 
 def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
     table = Table(title_justify="left")
-    for col in ("#", "candidate", "status", "probe macro-F1", "probe acc", "params (M)", "MB", "ms (b1)"):
+    for col in ("#", "candidate", "status", "ranking macro-F1", "ranking acc", "params (M)", "MB", "ms (b1)"):
         left = col in ("candidate", "status")
         table.add_column(col, justify="left" if left else "right", overflow="fold",
                          min_width=24 if col == "candidate" else None)
@@ -74,11 +74,15 @@ def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
         acc = "-" if s.probe_accuracy != s.probe_accuracy else f"{s.probe_accuracy:.3f}"
         ms = "-" if s.latency_ms != s.latency_ms else f"{s.latency_ms:.1f}"
         table.add_row(str(i), escape(s.name), status, f1, acc, f"{s.params / 1e6:.2f}", f"{s.size_mb:.1f}", ms)
-    console.print(f"select: {len(result.scores)} candidate(s), probe on {result.sample_size} training examples")
+    console.print(f"select: {len(result.scores)} candidate(s), ranked by a ridge probe cross-validated on a sample of "
+                  f"{result.sample_size} training examples (a ranking score, not the model's accuracy)", soft_wrap=True)
     console.print(table)
     for s in result.scores:
         if s.reason:
             console.print(f"[yellow]{escape(s.name)}:[/] {escape(s.reason)}", soft_wrap=True)
+    pv = result.probe_val
+    console.print(f"full probe of {escape(result.chosen.name)} (logistic regression on all of train, on val): "
+                  f"macro-F1 {pv['macro_f1']:.3f}, accuracy {pv['accuracy']:.3f}", soft_wrap=True, highlight=False)
     console.print(f"chosen: [bold]{escape(result.chosen.name)}[/], strategy [bold]{result.strategy}[/]")
     for reason in result.reasons:
         console.print(f"  - {escape(reason)}", soft_wrap=True)
@@ -96,10 +100,19 @@ def epoch(console: Console, row: dict[str, Any]) -> None:
 
 
 def train_summary(console: Console, r: Any) -> None:
-    best = (f"best epoch {r.best_epoch + 1} of {r.epochs_run}" if r.best_epoch >= 0 else
-            f"[yellow]no fine-tuned epoch of {r.epochs_run} beat the frozen probe on val: the probe head "
-            "is kept[/]")
-    console.print(f"train: strategy [bold]{r.strategy}[/], {best} ({r.seconds:.0f} s)")
+    if r.strategy == "linear_probe":
+        best = f"C={r.history[r.best_epoch]['C']:g} of {r.epochs_run} tried"
+    elif r.best_epoch >= 0:
+        best = f"best epoch {r.best_epoch + 1} of {r.epochs_run}"
+    else:
+        best = (f"[yellow]no fine-tuned epoch of {r.epochs_run} beat the frozen probe on val by train.min_gain: "
+                "the probe head is kept[/]")
+    console.print(f"train: strategy [bold]{r.strategy}[/], {best} ({r.seconds:.0f} s); stopped by {escape(r.stopped)}",
+                  soft_wrap=True)
+    console.print(f"shipped weights: {escape(r.refit)}", soft_wrap=True, highlight=False)
+    cal = r.calibration
+    console.print(f"calibration: temperature {cal['temperature']:.2f}, val ECE {cal['val_ece_before']:.4f} -> "
+                  f"{cal['val_ece_after']:.4f}", highlight=False)
     table = Table()
     for col in ("split", "macro-F1", "accuracy", "loss"):
         table.add_column(col, justify="left" if col == "split" else "right")

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.core.errors import ModelNotFound
-from pipeline.model.quantize import int8_path
 from pipeline.core.params import Params
+from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor
 from pipeline.production.prodlog import ProductionLog
 from pipeline.release.registry import Registry, champion_dir

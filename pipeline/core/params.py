@@ -147,6 +147,10 @@ class TrainParams(Section):
     augment: bool = True
     mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")
+    max_minutes: float = Field(30.0, ge=0.0, description="fine-tuning stops before an epoch that would end past "
+                                                         "this many minutes; 0 = no budget")
+    min_gain: float = Field(0.005, ge=0.0, description="a fine-tuned epoch ships only when its val macro-F1 beats "
+                                                       "the probe's by at least this")
     probe_c: list[PositiveFloat] = Field([0.01, 0.1, 1.0, 10.0], min_length=1,
                                  description="the probe's inverse L2 strengths, chosen on val")
     max_length: int = Field(128, ge=8, description="text: tokens per example")

@@ -53,7 +53,7 @@ def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: s
         if every and now - last >= every:
             last = now
             log.info(_line(desc, done, total, unit, now - start))
-    if every and time.monotonic() - start >= every:
+    if every and time.monotonic() - start >= every and last < time.monotonic() - 1.0:
         log.info(_line(desc, done, total, unit, time.monotonic() - start) + " done")
 
 

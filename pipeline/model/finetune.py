@@ -90,9 +90,10 @@ def _train_epoch(clf: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched:
 def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
               targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
               resume: bool, log: EpochLog | None,
-              probe_val: dict[str, float]) -> tuple[list[dict[str, float]], dict[str, float], int]:
-    """Train from the probe-initialised `clf`; an epoch must beat the probe's val score to be
-    kept (best_epoch -1 means none did: the probe head on frozen features is returned)."""
+              probe_val: dict[str, float]) -> tuple[list[dict[str, float]], dict[str, float], int, str]:
+    """Train from the probe-initialised `clf`; an epoch must beat the probe's val macro-F1 by
+    train.min_gain to be kept (best_epoch -1 means none did: the probe head on frozen features is
+    returned). Returns the history, the best val metrics, the best epoch and why training stopped."""
     dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
     if device.type == "cuda" and dist.world > 1:
@@ -126,7 +127,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     opt = build_optimizer(clf, backbone, tp, lora)
     sched = build_scheduler(opt, tp, len(train_loader))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "best": probe_val, "best_epoch": -1, "stale": 0,
-                             "history": []}
+                             "history": [], "seconds": 0.0, "stopped": f"train.epochs={tp.epochs} run"}
     weights_path, state_path = _ckpt_paths(out)
     best_path = out / "checkpoints" / "best.safetensors"
     if dist.main and not (resume and state_path.exists()):  # the probe-initialised model is the bar
@@ -139,8 +140,15 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         sched.load_state_dict(saved["scheduler"])
         state = saved["progress"]
         sched.step_update(state["step"])
+    budget = tp.max_minutes * 60
     for epoch in range(state["epoch"] + 1, tp.epochs):
         if state["stale"] >= tp.patience:
+            state["stopped"] = f"early stop: {tp.patience} epochs without a better val (train.patience)"
+            break
+        last = state["history"][-1]["seconds"] if state["history"] else 0.0
+        if budget and state["seconds"] + last > budget:
+            state["stopped"] = (f"time budget: another epoch (~{last:.0f} s) would pass train.max_minutes="
+                                f"{tp.max_minutes:g} after {state['seconds'] / 60:.1f} min")
             break
         seed_everything(tp.seed * 1_000_003 + epoch)  # augmentation, dropout and shuffling per epoch
         gen.manual_seed(tp.seed * 1_000_003 + epoch)
@@ -157,6 +165,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                                  state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup, dist)
         logits, yv = predict_logits(clf, val_loader, device, amp=device.type == "cuda")
         val = classification_metrics(yv, logits, n)
+        state["seconds"] += time.perf_counter() - began
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - began, 1), "train_loss": train_loss,
                "trainable_groups": k,
                "lr": opt.param_groups[-1]["lr"] / opt.param_groups[-1].get("lr_scale", 1.0),
@@ -164,7 +173,9 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         state["history"].append(row)
         if log and dist.main:
             log(epoch, row)
-        improved = better(val, state["best"])  # every process sees the same val: same decision
+        # every process sees the same val: the same decision. Beating the probe takes a margin.
+        improved = better(val, state["best"]) and (
+            state["best_epoch"] >= 0 or val["macro_f1"] >= probe_val["macro_f1"] + tp.min_gain)
         if improved:
             state.update(best=val, best_epoch=epoch, stale=0)
         else:
@@ -179,6 +190,6 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     clf.load_state_dict(load_file(str(best_path), device=str(device)))
     if lora:
         unwrap_lora(clf, backbone)
-    return state["history"], state["best"], state["best_epoch"]
+    return state["history"], state["best"], state["best_epoch"], state["stopped"]
 
 

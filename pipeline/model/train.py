@@ -72,6 +72,7 @@ class TrainResult:
     seconds: float
     calibration: dict[str, float]
     refit: str
+    stopped: str
 
 
 # ---------------------------------------------------------------- stage
@@ -105,10 +106,11 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     device = resolve_device(tp.device)
     if strategy == "linear_probe":
         history, val, best_epoch = probe_hist, probe_val, probe_best
+        stopped = f"linear probe: {len(probe_hist)} values of train.probe_c tried"
         with torch.no_grad():
             val_logits = clf.head(torch.from_numpy(feats["val"])).numpy()
     else:
-        history, val, best_epoch = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out,
+        history, val, best_epoch, stopped = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out,
                                              resume, log, probe_val)
         loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size)
         val_logits, _ = predict_logits(clf, loader, device, amp=device.type == "cuda")
@@ -137,7 +139,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
                                                      "strategy": strategy, "best_epoch": best_epoch,
                                                      "calibration": calibration, "refit": refit})
     return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
-                       time.perf_counter() - start, calibration, refit)
+                       time.perf_counter() - start, calibration, refit, stopped)
 
 
 def _scale_head(clf: Classifier, temperature: float) -> None:
@@ -173,7 +175,7 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
         "strategy": result.strategy, "shipped": shipped, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
-        "calibration": result.calibration, "refit": result.refit, "seconds": round(result.seconds, 1)})
+        "calibration": result.calibration, "refit": result.refit, "stopped": result.stopped, "seconds": round(result.seconds, 1)})
     write_json_atomic(out / HISTORY, result.history)
     save_resolved(params, out, "train")
     if not math.isfinite(result.val["loss"]):

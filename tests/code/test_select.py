@@ -68,17 +68,18 @@ def test_run_select_writes_leaderboard_and_decision(tmp_path, colour_manifest, t
 
 
 @pytest.mark.parametrize(("n_min", "f1", "params", "modality", "expected"), [
-    (20, 0.95, 1e6, "image", "linear_probe"),
+    (20, 0.95, 1e6, "image", "partial"),  # small data, a good probe: a short fine-tune, kept only if it pays
     (20, 0.60, 1e6, "image", "partial"),
     (500, 0.95, 1e6, "image", "gradual_unfreeze"),
     (500, 0.60, 1e6, "image", "full"),
     (500, 0.95, 3e8, "text", "lora"),
-    (20, 0.95, 3e8, "text", "linear_probe"),  # small data and a good probe: no tuning at all
+    (20, 0.95, 3e8, "text", "lora"),
     (100, 0.90, 1e6, "image", "gradual_unfreeze"),  # thresholds are inclusive
+    (500, 0.998, 1e6, "image", "linear_probe"),  # nothing left to gain by train.min_gain=0.005
 ])
 def test_strategy_matrix(n_min, f1, params, modality, expected):
     sp = parse_params({}).select
-    strategy, reasons = choose_strategy(sp, modality, n_min, f1, int(params))
+    strategy, reasons = choose_strategy(sp, modality, n_min, f1, int(params), min_gain=0.005)
     assert strategy == expected
     assert str(n_min) in reasons[0] and f"{f1:.3f}" in reasons[1]
 
