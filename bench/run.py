@@ -17,7 +17,7 @@ import traceback
 
 from bench.common import REPO, RESULTS, machine, machine_line
 
-ORDER = ["linear_probe", "screening", "inference", "drift", "drift_alarms", "data_stages", "orchestration", "finetune"]
+ORDER = ["linear_probe", "screening", "inference", "drift", "drift_alarms", "data_stages", "orchestration", "finetune", "quality"]
 DOC = REPO / "docs" / "benchmarks.md"
 
 

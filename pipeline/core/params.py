@@ -115,7 +115,8 @@ class SelectParams(Section):
     latency_runs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
     strategy: Literal["auto", "linear_probe", "partial", "full", "gradual_unfreeze", "lora"] = "auto"
-    small_data_per_class: int = Field(100, ge=1, description="below this, data counts as small")
+    small_data_per_class: int = Field(100, ge=1, description="below this many examples in the median class, "
+                                                             "data counts as small")
     good_probe_f1: float = Field(0.9, ge=0.0, le=1.0, description="a probe this good needs little tuning")
     lora_min_params: int = Field(100_000_000, ge=0, description="transformers this large use LoRA")
 

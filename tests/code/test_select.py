@@ -77,7 +77,7 @@ def test_run_select_writes_leaderboard_and_decision(tmp_path, colour_manifest, t
     (100, 0.90, 1e6, "image", "gradual_unfreeze"),  # thresholds are inclusive
     (500, 0.998, 1e6, "image", "linear_probe"),  # nothing left to gain by train.min_gain=0.005
 ])
-def test_strategy_matrix(n_min, f1, params, modality, expected):
+def test_strategy_matrix(n_min, f1, params, modality, expected):  # n_min: the median class's size
     sp = parse_params({}).select
     strategy, reasons = choose_strategy(sp, modality, n_min, f1, int(params), min_gain=0.005)
     assert strategy == expected
