@@ -150,7 +150,8 @@ def export_summary(console: Console, r: Any) -> None:
 def evaluation_summary(console: Console, r: Any, out_dir: Path) -> None:
     m = r.metrics
     console.print(f"evaluate (test): macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  "
-                  f"ROC-AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}  loss {m['loss']:.4f}", highlight=False)
+                  f"ROC-AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f} (uncalibrated {m.get('ece_uncalibrated', m['ece']):.4f})  "
+                  f"loss {m['loss']:.4f}", highlight=False)
     table = Table()
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")

@@ -31,7 +31,7 @@ from pipeline.core.io import write_atomic, write_json_atomic, write_parquet_atom
 from pipeline.core.params import Params
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import image_transform, make_loader
-from pipeline.model.metrics import classification_metrics, expected_calibration_error
+from pipeline.model.metrics import classification_metrics, expected_calibration_error, softmax
 from pipeline.model.trained import encode_labels, trained_and_test
 
 DERIVED_SLICES = ("size_bucket", "length_bucket")
@@ -180,6 +180,10 @@ def run_evaluate(params: Params, ws: Workspace) -> EvaluationResult:
     labels = info["labels"]
     ev = params.evaluate
     result, probs = evaluate_model(clf, view, labels, test, ws.data, ev.slices, ev.ece_bins)
+    t = float(info.get("calibration", {}).get("temperature", 1.0))  # the head divides its logits by t
+    y = encode_labels(test["label"], labels, "the test split")
+    uncalibrated = softmax(np.log(np.clip(probs, 1e-30, 1.0)) * t)
+    result.metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, y, ev.ece_bins)[0]
     write_json_atomic(out / EVAL_METRICS, {**result.metrics, "behaviour": result.behaviour})
     write_json_atomic(out / EVALUATION, result.to_dict())
     preds = pd.DataFrame({"id": test["id"], "sha256": test["sha256"], "label": test["label"],

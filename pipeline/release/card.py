@@ -19,6 +19,23 @@ def _reference_line(rows: dict[str, int]) -> str:
             "profiled with this model; production windows are compared with them")
 
 
+def _training_lines(info: dict[str, Any]) -> str:
+    lines = [f"- Shipped weights: {info['refit']}"] if info.get("refit") else []
+    cal = info.get("calibration")
+    if cal:
+        lines.append(f"- Calibration: temperature {cal['temperature']:.3f} fitted on val and folded into the head; "
+                     f"val ECE {cal['val_ece_before']:.4f} before, {cal['val_ece_after']:.4f} after")
+    return "\n".join(lines)
+
+
+def _int8_line(q: dict[str, Any]) -> str:
+    if not q:
+        return "not produced (export.quantize is off)"
+    figures = (f"accuracy {q['accuracy_int8']:.4f} vs fp32 {q['accuracy_fp32']:.4f}, top-1 agreement "
+               f"{q['top1_agreement']:.2%}, {q['speedup_b1']:.2f}x fp32 at batch 1 ({q['method']})")
+    return f"shipped: {figures}" if q["shipped"] else f"not shipped ({'; '.join(q['reasons'])}): {figures}"
+
+
 def model_card(version: str, info: dict[str, Any], decision: GateDecision, metrics: dict[str, float],
                exported: dict[str, Any], params: Params, champion: str | None,
                data: DataVersion | None) -> str:
@@ -35,6 +52,7 @@ def model_card(version: str, info: dict[str, Any], decision: GateDecision, metri
 - Code (git commit): {git_commit() or 'unknown'}
 - Base checkpoint: {info['name']} from {info['source']}
 - Transfer strategy: {info['strategy']}
+{_training_lines(info)}
 - Labels: {', '.join(info['labels'])}
 - Compared with champion: {champion or 'none (first model)'}
 
@@ -51,6 +69,9 @@ def model_card(version: str, info: dict[str, Any], decision: GateDecision, metri
 ## ONNX parity
 max |logit difference| {p['max_abs_diff_logits']:.2e}, top-1 agreement {p['top1_agreement']:.2%} over
 {p['examples']} test examples ({exported['provider']}).
+
+## int8
+{_int8_line(exported.get("int8") or {})}
 
 ## Params
 ```yaml

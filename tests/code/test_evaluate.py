@@ -32,7 +32,7 @@ def test_run_evaluate_writes_metrics_plots_and_predictions(tmp_path, tiny_timm_d
                 p, tmp_path / "train")
     r = run_evaluate(p, Workspace.from_params(p, train=tmp_path / "train", validate=tmp_path / "val", evaluate=tmp_path / "ev"))
     out = tmp_path / "ev"
-    assert set(r.metrics) == {"loss", "accuracy", "macro_f1", "ece", "roc_auc"}
+    assert set(r.metrics) == {"loss", "accuracy", "macro_f1", "ece", "ece_uncalibrated", "roc_auc"}
     assert r.metrics["macro_f1"] >= 0.8 and 0.0 <= r.metrics["ece"] <= 1.0
     n_test = int((m["split"] == "test").sum())
     assert sum(map(sum, r.confusion)) == n_test and sum(c["support"] for c in r.per_class.values()) == n_test

@@ -147,3 +147,6 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
     card = (reg.get("v0002").path / "card.md").read_text()
     assert card.startswith("# Model card: v0002") and "Compared with champion: v0001" in card
     assert "**Status:** rejected" in card and "| change.macro_f1.abs |" in card and "**fail**" in card
+    assert "- Shipped weights: the probe (C=" in card and "refitted on train + val" in card
+    assert "- Calibration: temperature " in card and "val ECE " in card
+    assert "## int8\nnot produced (export.quantize is off)" in card
