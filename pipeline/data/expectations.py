@@ -34,9 +34,7 @@ def row_expectations(modality: str, labels: list[str], v: ValidateParams) -> lis
 
     rows: list[tuple[Any, Any]] = [
         (gxe.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),
-        (gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
-         lambda r: (f"label '{r['label']}' is not one of validate.labels {labels}: fix the label, "
-                    "or add it to validate.labels in params.yaml to accept a new class")),
+        (gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels), lambda r: _label_reason(r["label"], labels)),
     ]
     if modality == "image":
         im = v.image
@@ -61,6 +59,15 @@ def row_expectations(modality: str, labels: list[str], v: ValidateParams) -> lis
                         f"{t.min_chars}..{t.max_chars}")),
         ]
     return rows
+
+
+def _label_reason(label: str, labels: list[str]) -> str:
+    same = [c for c in labels if c.casefold().strip() == str(label).casefold().strip()]
+    if same:
+        return (f"label {label!r} differs from the class {same[0]!r} only by case or surrounding space: "
+                "fix the row's spelling")
+    return (f"label '{label}' is not one of validate.labels {labels}: fix the label, "
+            "or add it to validate.labels in params.yaml to accept a new class")
 
 
 def _mode_note(mode: str | None) -> str:

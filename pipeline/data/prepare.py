@@ -22,11 +22,12 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.core.artifacts import MANIFEST, PREPARE_SUMMARY, SPLITS, Workspace
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import DataError
+from pipeline.core.inputs import is_blank
 from pipeline.core.io import write_json_atomic, write_parquet_atomic
 from pipeline.core.parallel import map_files
 from pipeline.core.params import DataParams, Params, PrepareParams, SplitFractions
 from pipeline.core.progress import progress
-from pipeline.data.tables import read_table
+from pipeline.data.tables import ROW_ERRORS, read_table
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 MANIFEST_COLUMNS = [
@@ -231,17 +232,19 @@ def _split_value(value: Any, column: str) -> tuple[str | None, str | None]:
     return split, None
 
 
-def _text_row(i: int, text: Any, label: Any) -> dict[str, Any]:
-    text = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
-    label = "" if label is None or (isinstance(label, float) and pd.isna(label)) else str(label).strip()
+def _text_row(i: int, text: Any, label: Any, read_error: str | None = None) -> dict[str, Any]:
+    text = text if isinstance(text, str) else ""  # the reader turned every non-string into a row error
+    label = label.strip() if isinstance(label, str) else ""
     raw = text.encode("utf-8", "surrogateescape")
-    error = None
+    error = read_error
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        error = (f"text is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start}); "
-                 "re-save the file as UTF-8 or set data.encoding to its encoding")
+        error = error or (f"text is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start}); "
+                          "re-save the file as UTF-8 or set data.encoding to its encoding")
         text = raw.decode("utf-8", "replace")
+    if text and is_blank(text):
+        error = error or "text is only whitespace: fill it in or remove the row"
     if not label:
         error = error or "empty label; fill in the label or remove the row"
     return {"id": f"row-{i}", "row": i, "text": text, "label": label, "split": None, "error": error,
@@ -254,7 +257,8 @@ def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[
     if frame.empty:
         raise DataError(f"{path} has no data rows; add rows of {data.text_column},{data.label_column}")
     texts, labels = frame[data.text_column].tolist(), frame[data.label_column].tolist()
-    rows = [_text_row(i + 1, t, lbl) for i, (t, lbl) in
+    read_errors = frame.attrs.get(ROW_ERRORS, {})
+    rows = [_text_row(i + 1, t, lbl, read_errors.get(i)) for i, (t, lbl) in
             enumerate(progress(zip(texts, labels, strict=True), total=len(texts), desc="hashing rows", unit="row"))]
     if data.split_column and data.split_column in frame.columns and data.split_column not in (
             data.text_column, data.label_column):

@@ -8,11 +8,15 @@ others read the same way.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
+from pipeline.core.inputs import kind
 from pipeline.core.io import write_atomic
 from pipeline.core.params import DataParams
 
@@ -34,32 +38,136 @@ def table_format(path: Path, data: DataParams, by_extension_first: bool = False)
     return known
 
 
+ARCHIVES = {".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".7z", ".rar", ".zst"}
+ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf", b"Rar!", b"\x28\xb5\x2f\xfd")
+ROW_ERRORS = "row_errors"  # frame.attrs key: {row index: what is wrong with that row}
+
+
+def refuse_archive(path: Path) -> None:
+    """A compressed archive is named as one, with the fix, instead of being parsed as text."""
+    if path.is_dir():
+        return
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return
+    if path.suffix.lower() in ARCHIVES or head.startswith(ARCHIVE_MAGIC):
+        raise DataError(f"{path} is a compressed archive; extract it first and point data.path at the "
+                        "CSV/TSV/Parquet/JSONL file (or the image folder) inside")
+
+
+def _open_text(path: Path, data: DataParams) -> Any:
+    utf8 = data.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    # utf-8-sig drops a byte-order mark; undecodable bytes survive as surrogates, so each bad
+    # row can be named rather than the whole file refused
+    return path.open(encoding="utf-8-sig" if utf8 else data.encoding,
+                     errors="surrogateescape" if utf8 else "strict", newline="")
+
+
+def _read_delimited(path: Path, data: DataParams, tsv: bool) -> pd.DataFrame:
+    """Every record checked against the header's field count: a record with more or fewer fields
+    becomes a row error naming its line, never a shifted row or an index column."""
+    csv.field_size_limit(2**31 - 1)
+    with _open_text(path, data) as f:
+        reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        header = None if not data.header else next((r for r in reader if r), None)
+        names = list(data.columns) or header or []
+        rows, errors, lines = [], {}, []
+        for record in reader:
+            if not record or record == [""]:
+                continue
+            if names and len(record) != len(names):
+                errors[len(rows)] = (f"line {reader.line_num} has {len(record)} fields where the header has "
+                                     f"{len(names)}: a {'tab' if tsv else 'comma'} inside an unquoted field? "
+                                     + ("remove it" if tsv else "quote the field") + " or fix the row")
+                record = [None] * len(names)
+            rows.append(record)
+            lines.append(reader.line_num)
+    if not names:
+        raise DataError(f"{path} is empty; add a header row and rows of {data.text_column},{data.label_column}")
+    frame = pd.DataFrame(rows, columns=names, dtype=object)
+    frame.attrs[ROW_ERRORS] = errors
+    return frame
+
+
+def _read_jsonl(path: Path, data: DataParams) -> pd.DataFrame:
+    """One JSON object per line; a line that is not one is a row error naming the line."""
+    rows, errors = [], {}
+    with _open_text(path, data) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                errors[len(rows)] = f"line {number} is not valid JSON ({str(exc)[:80]}); fix or remove the line"
+                obj = {}
+            if not isinstance(obj, dict):
+                errors[len(rows)] = (f"line {number} is a JSON {kind(obj)}, not an object; write "
+                                     f'{{"{data.text_column}": ..., "{data.label_column}": ...}}')
+                obj = {}
+            rows.append(obj)
+    frame = pd.DataFrame(rows, dtype=object)
+    frame.attrs[ROW_ERRORS] = errors
+    return frame
+
+
+def _show(value: Any) -> str:
+    try:
+        shown = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+
+
+def _check_cells(frame: pd.DataFrame, data: DataParams, need_label: bool) -> None:
+    """Never cast a non-string to text: a number, list, object or boolean in the text column is a
+    row error naming the column and the type. Integer labels (0/1) are read as their digits."""
+    errors: dict[int, str] = frame.attrs.setdefault(ROW_ERRORS, {})
+    text, label = data.text_column, data.label_column
+    for i, value in enumerate(frame[text].tolist()):
+        if not _missing(value) and not isinstance(value, str) and i not in errors:
+            errors[i] = (f"{text} is a {kind(value)} ({_show(value)}), not a string; "
+                         "write the text as a string or remove the row")
+            frame.iat[i, frame.columns.get_loc(text)] = None
+    if not need_label or label not in frame.columns:
+        return
+    for i, value in enumerate(frame[label].tolist()):
+        if _missing(value) or isinstance(value, str):
+            continue
+        if (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))) or (isinstance(value, (float, np.floating)) and float(value).is_integer()):
+            frame.iat[i, frame.columns.get_loc(label)] = str(int(value))
+        elif i not in errors:
+            errors[i] = (f"{label} is a {kind(value)} ({_show(value)}), not a class name; "
+                         "write the label as a string or an integer")
+            frame.iat[i, frame.columns.get_loc(label)] = None
+
+
 def read_table(path: Path, data: DataParams, *, need_label: bool = True,
                by_extension_first: bool = False) -> pd.DataFrame:
-    """The table as str columns; undecodable bytes survive as surrogates, so each bad row can be
-    named rather than the whole file refused."""
+    """The table's rows, strictly: frame.attrs[ROW_ERRORS] maps each bad row (by position) to
+    what is wrong with it (wrong field count, not JSON, a non-string text); its cells are None."""
+    refuse_archive(path)
     fmt = table_format(path, data, by_extension_first)
-    names = data.columns or None
     try:
         if fmt == "parquet":
-            frame = pd.read_parquet(path)
-            if names:
-                frame.columns = names
+            frame = pd.read_parquet(path).astype(object)
+            if data.columns:
+                frame.columns = list(data.columns)
+            frame.attrs[ROW_ERRORS] = {}
+        elif fmt == "jsonl":
+            frame = _read_jsonl(path, data)
         else:
-            utf8 = data.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-            enc = dict(encoding=data.encoding, encoding_errors="surrogateescape" if utf8 else "strict")
-            if fmt == "jsonl":
-                frame = pd.read_json(path, lines=True, dtype=False, **enc)
-            else:
-                frame = pd.read_csv(
-                    path, sep="\t" if fmt == "tsv" else ",", header=0 if data.header else None, names=names,
-                    dtype=str, keep_default_na=False,
-                    quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL, **enc,
-                )
+            frame = _read_delimited(path, data, tsv=fmt == "tsv")
     except (UnicodeDecodeError, LookupError) as exc:
         raise DataError(f"{path}: cannot decode with data.encoding={data.encoding!r} ({exc}); "
                         "set data.encoding to the file's encoding") from None
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
+    except (ValueError, csv.Error, OSError) as exc:
         raise DataError(f"{path}: not a readable {fmt} file ({exc}); check data.format, "
                         "data.header and data.columns") from None
     needed = [(data.text_column, "text_column")] + ([(data.label_column, "label_column")] if need_label else [])
@@ -68,6 +176,7 @@ def read_table(path: Path, data: DataParams, *, need_label: bool = True,
             cols = ", ".join(map(str, frame.columns))
             raise DataError(f"{path} has no column '{col}' (its columns: {cols}); set data.{key} "
                             "to one of them" + ("" if data.header else ", or fix data.columns"))
+    _check_cells(frame, data, need_label)
     return frame
 
 

@@ -105,6 +105,20 @@ def decode_errors(manifest: pd.DataFrame, root: str, side: int, workers: int,
 
 
 SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
+MISSING_LABELS = frozenset({"nan", "na", "n/a", "null", "none", "nil"})
+
+
+def looks_missing(label: str) -> bool:
+    """A label spelt like a missing value (pandas, R, JSON, Python), e.g. 'NaN', 'NA', 'null', 'None'."""
+    return isinstance(label, str) and label.strip().casefold() in MISSING_LABELS
+
+
+def label_collisions(labels: list[str]) -> list[list[str]]:
+    """Groups of labels equal after casefold().strip(): 'spam', 'Spam', 'spam ' are one class spelt three ways."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold().strip(), []).append(label)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def content_conflicts(frame: pd.DataFrame, modality: str) -> dict[str, str]:
@@ -136,8 +150,13 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     """Run the suites; returns the report (success False on any failure: the caller decides)."""
     start = time.perf_counter()
     modality = str(manifest["modality"].iloc[0]) if len(manifest) and "modality" in manifest else "image"
-    labels = list(v.labels) or sorted(classes)
     frame = manifest.copy()
+    explicit = set(v.labels)
+    missing = frame["label"].map(lambda lbl: looks_missing(lbl) and lbl not in explicit) & frame["error"].isna()
+    frame.loc[missing, "error"] = frame.loc[missing, "label"].map(
+        lambda lbl: f"label {lbl!r} looks like a missing value: fill in the label, or list {lbl!r} in "
+                    "validate.labels if it is a class")
+    labels = list(v.labels) or sorted(c for c in classes if not (looks_missing(c) and c not in explicit))
     # Importing Great Expectations takes 4-5 s on 2 cores: it happens while the worker
     # processes decode the images.
     import_gx = lambda: importlib.import_module("great_expectations.expectations")  # noqa: E731
@@ -155,6 +174,11 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     if not cols.success:
         missing = sorted(set(REQUIRED_COLUMNS) - set(manifest.columns))
         raise DataValidationError(f"the manifest lacks columns {missing}; re-run `graft prepare`")
+
+    for group in label_collisions(labels):
+        failures.append(f"labels {group} differ only by case or surrounding space: one class spelt "
+                        + ("several ways in validate.labels; keep one spelling" if v.labels else
+                           "several ways in the data; make the rows agree (or list the classes in validate.labels)"))
 
     # row level
     row_exps = row_expectations(modality, labels, v)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import ImageEnhance, ImageOps
 from sklearn.metrics import (
     confusion_matrix,
     f1_score,
@@ -27,6 +27,7 @@ from sklearn.metrics import (
 from pipeline.core.artifacts import EVAL_METRICS, EVALUATION, PREDICTIONS, Workspace
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
+from pipeline.core.inputs import open_image
 from pipeline.core.io import write_atomic, write_json_atomic, write_parquet_atomic
 from pipeline.core.params import Params
 from pipeline.model.backbones import Backbone, Classifier
@@ -94,8 +95,8 @@ class _Perturbed(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Any:
         if self.transform is None:
             return self.op(self.frame.at[i, "text"]), 0
-        with Image.open(self.root / self.frame.at[i, "path"]) as im:
-            return self.transform(self.op(im.convert("RGB"))), 0
+        path = self.frame.at[i, "path"]
+        return self.transform(self.op(open_image(self.root / path, path))), 0
 
 
 def behavioural_checks(clf: Classifier, view: Backbone, frame: pd.DataFrame, root: Path,

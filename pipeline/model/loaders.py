@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from pipeline.core.inputs import open_image
 from pipeline.model.backbones import Backbone
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
@@ -24,8 +24,7 @@ class ImageRows(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with Image.open(self.root / self.paths[i]) as im:
-            return self.transform(im.convert("RGB")), self.targets[i]
+        return self.transform(open_image(self.root / self.paths[i], self.paths[i])), self.targets[i]
 
 
 class TextRows(Dataset):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import GraftError
+from pipeline.core.inputs import open_image
 from pipeline.core.io import write_json_atomic, write_parquet_atomic
 from pipeline.production.predictor import Predictor
 from pipeline.production.profile import vocabulary
@@ -34,7 +35,6 @@ def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: i
                     batch_size: int = 32) -> pd.DataFrame:
     """Profile up to `size` held-out examples of the validated data with the exported model; writes
     reference.parquet (and, for text, vocabulary.json from the training split) into model_dir."""
-    from PIL import Image
 
     if "text" in manifest and manifest["text"].notna().any():
         vocab = vocabulary(manifest.loc[manifest["split"] == "train", "text"].astype(str))
@@ -49,11 +49,7 @@ def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: i
     for start in range(0, len(rows), batch_size):
         chunk = rows.iloc[start:start + batch_size]
         if predictor.modality == "image":
-            images = []
-            for rel in chunk["path"]:
-                with Image.open(root / rel) as im:
-                    images.append(im.convert("RGB"))
-            preds = predictor.predict_images(images)
+            preds = predictor.predict_images([open_image(root / rel, rel) for rel in chunk["path"]])
         else:
             preds = predictor.predict_texts(chunk["text"].astype(str).tolist())
         records += predictor.records(preds, chunk["id"].astype(str).tolist())
