@@ -238,7 +238,7 @@ def score(
     predictor = Predictor(model_dir, name, p.serve.model)
     log = None if no_log else ProductionLog(p.paths.log, p.serve.flush_records, p.serve.flush_seconds)
     try:
-        result = run_score(predictor, source, output, log, p.data)
+        result = run_score(predictor, source, output, log, p.data, max_pixels=p.serve.max_pixels)
     finally:
         if log is not None:
             log.close()

@@ -12,7 +12,6 @@ get a 4xx naming what was wrong.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -22,11 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.core.errors import ModelNotFound
+from pipeline.core.inputs import InputRejected, check_text, kind, open_image
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor
@@ -83,30 +82,50 @@ class Champion:
         return self.predictor
 
 
-def _decode_images(uploads: list[Any], max_bytes: int) -> tuple[list[Image.Image], list[str]]:
-    images, names = [], []
-    for up in uploads:
-        name = getattr(up, "filename", None) or "upload"
+def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_pixels: int
+                  ) -> tuple[list[Any], list[str]]:
+    """Each upload checked (size, declared pixels, decoding) and turned into the model's input at
+    once: a request holds one decoded image at a time, whatever its batch."""
+    inputs, names = [], []
+    for i, up in enumerate(uploads):
+        name = f"files[{i}] ({getattr(up, 'filename', None) or 'upload'})"
         data = up.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, detail=f"{name}: larger than serve.max_upload_mb={max_bytes / 2**20:g} MB")
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                images.append(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise HTTPException(422, detail=f"{name}: not a readable image ({exc}); send PNG, JPEG, WebP, ...") from None
+            image = open_image(data, name, max_pixels)
+        except InputRejected as exc:
+            raise HTTPException(413 if "pixels, over the limit" in str(exc) else 422, detail=str(exc)) from None
+        inputs.append(predictor.image_input(image))
         names.append(name)
-    return images, names
+    return inputs, names
 
 
 def _texts(body: Any) -> list[str]:
     if not isinstance(body, dict) or not ({"text", "texts"} & body.keys()):
         raise HTTPException(422, detail='send JSON {"text": "..."} or {"texts": ["...", ...]}')
-    texts = [body["text"]] if "text" in body else body["texts"]
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise HTTPException(422, detail='"text" must be a string and "texts" a list of strings')
-    return texts
+    if "text" in body:
+        return [_text(body["text"], "text")]
+    if not isinstance(body["texts"], list):
+        raise HTTPException(422, detail=f'"texts" is a {kind(body["texts"])}; send a list of strings')
+    return [_text(t, f"texts[{i}]") for i, t in enumerate(body["texts"])]
+
+
+def _text(value: Any, where: str) -> str:
+    try:
+        return check_text(value, where)
+    except InputRejected as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, detail=f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, detail="the body's JSON is nested too deeply; send "
+                                        '{"text": "..."} or {"texts": [...]}') from None
 
 
 def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
@@ -139,23 +158,21 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                 raise HTTPException(422, detail="no image in the request: use the form field 'files'")
             if len(uploads) > sp.max_batch:
                 raise HTTPException(413, detail=f"{len(uploads)} images; at most serve.max_batch={sp.max_batch}")
-            inputs, sources = _decode_images(uploads, int(sp.max_upload_mb * 2**20))
+            inputs, sources = await run_in_threadpool(_image_inputs, predictor, uploads,
+                                                      int(sp.max_upload_mb * 2**20), sp.max_pixels)
         else:
             if not ctype.startswith("application/json"):
                 raise HTTPException(415, detail=f'model {predictor.version} classifies text: send JSON '
                                                 '{"text": "..."} or {"texts": [...]}')
-            try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise HTTPException(400, detail=f"the body is not valid JSON: {exc}") from None
-            inputs = _texts(body)
+            inputs = _texts(_json(await request.body()))
             if not inputs:
                 raise HTTPException(422, detail='"texts" is empty')
             if len(inputs) > sp.max_batch:
                 raise HTTPException(413, detail=f"{len(inputs)} texts; at most serve.max_batch={sp.max_batch}")
             sources = ["api"] * len(inputs)
         # inference off the event loop: /health and other requests are answered meanwhile
-        preds = await run_in_threadpool(predictor.predict, inputs)
+        run = predictor.predict_image_inputs if predictor.modality == "image" else predictor.predict_texts
+        preds = await run_in_threadpool(run, inputs)
         log.append(predictor.records(preds, sources))
         return PredictResponse(model_version=predictor.version, predictions=[
             Prediction(label=lbl, confidence=float(preds.confidence[i]),

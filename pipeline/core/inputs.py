@@ -55,12 +55,17 @@ def open_image(source: bytes | Path, where: str, max_pixels: int = 0) -> Image.I
     size against `max_pixels` (0 = PIL's own bomb limit only)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-                w, h = im.size
-                if max_pixels and w * h > max_pixels:
-                    raise InputRejected(f"{where} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-                                        "(serve.max_pixels); downscale it")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the sizes are checked below
+            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with im:
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
+                raise InputRejected(f"{where} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                                    "(serve.max_pixels); downscale it")
+            if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{w}x{h} pixels, over PIL's limit of {Image.MAX_IMAGE_PIXELS:,}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im.load()
                 upright = ImageOps.exif_transpose(im)
                 return upright.convert("RGB")

@@ -210,6 +210,8 @@ class ServeParams(Section):
     port: int = Field(8000, ge=1, le=65535)
     model: Literal["fp32", "int8"] = "fp32"
     max_batch: int = Field(64, ge=1, description="most inputs one request may carry")
+    max_pixels: int = Field(25_000_000, ge=1, description="largest image (width x height) a request or score "
+                                                          "may send, checked from the header before decoding")
     max_upload_mb: float = Field(20.0, gt=0)
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
     flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")

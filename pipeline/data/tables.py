@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.core.inputs import kind
+from pipeline.core.inputs import InputRejected, check_text, is_blank, kind
 from pipeline.core.io import write_atomic
 from pipeline.core.params import DataParams
 
@@ -180,14 +180,30 @@ def read_table(path: Path, data: DataParams, *, need_label: bool = True,
     return frame
 
 
-def read_texts(path: Path, data: DataParams) -> list[str]:
-    """Texts to score: a .txt file's non-empty lines, or a table's data.text_column."""
+def read_texts(path: Path, data: DataParams) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Texts to score, named `file:row`: a .txt file's lines or a table's data.text_column.
+    Returns (name, text) pairs and (name, reason) for each row that is not a text to score."""
     if path.suffix.lower() == ".txt":
+        refuse_archive(path)
         try:
-            return [line for line in path.read_text(encoding=data.encoding).splitlines() if line.strip()]
+            cells: list[Any] = path.read_text(encoding=data.encoding).splitlines()
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not valid {data.encoding} ({exc}); re-save it as UTF-8") from None
-    return read_table(path, data, need_label=False, by_extension_first=True)[data.text_column].astype(str).tolist()
+        errors: dict[int, str] = {}
+    else:
+        frame = read_table(path, data, need_label=False, by_extension_first=True)
+        cells, errors = frame[data.text_column].tolist(), frame.attrs[ROW_ERRORS]
+    texts, skipped = [], []
+    for i, cell in enumerate(cells):
+        name = f"{path.name}:{i + 1}"
+        try:
+            if i in errors:
+                raise InputRejected(errors[i])
+            texts.append((name, check_text(cell, data.text_column)))
+        except InputRejected as exc:
+            if not (path.suffix.lower() == ".txt" and isinstance(cell, str) and is_blank(cell)):  # blank lines
+                skipped.append((name, str(exc)))
+    return texts, skipped
 
 
 def write_table(path: Path, frame: pd.DataFrame, data: DataParams) -> Path:

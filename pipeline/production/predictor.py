@@ -61,10 +61,17 @@ class Predictor:
         logits, emb = self.session.run(["logits", "embedding"], feeds)
         return logits, emb.astype(np.float32)
 
+    def image_input(self, image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
+        """One image as the model's input tensor and its summary features: the decoded image can
+        be dropped at once, so a request holds one full-size image at a time."""
+        return self._transform(image.convert("RGB")).numpy().astype(np.float32), image_features(image)
+
+    def predict_image_inputs(self, inputs: list[tuple[np.ndarray, dict[str, float]]]) -> Predictions:
+        x = np.stack([t for t, _ in inputs])
+        return self._finish(*self._run({"input": x}), [f for _, f in inputs])
+
     def predict_images(self, images: list[Image.Image]) -> Predictions:
-        feats = [image_features(im) for im in images]
-        x = np.stack([self._transform(im.convert("RGB")).numpy() for im in images]).astype(np.float32)
-        return self._finish(*self._run({"input": x}), feats)
+        return self.predict_image_inputs([self.image_input(im) for im in images])
 
     def predict_texts(self, texts: list[str]) -> Predictions:
         feats = [text_features(t, self.vocab) for t in texts]

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from pipeline.core.errors import DataError, GraftError
+from pipeline.core.inputs import InputRejected, open_image
 from pipeline.core.io import write_parquet_atomic, write_text_atomic
 from pipeline.core.params import DataParams
+from pipeline.core.progress import progress
 from pipeline.data.tables import read_texts
 from pipeline.production.predictor import Predictor
 from pipeline.production.prodlog import ProductionLog
@@ -38,8 +38,10 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def score(predictor: Predictor, source: str | Path, output: str | Path, log: ProductionLog | None,
-          data: DataParams | None = None, batch_size: int = 32) -> ScoreResult:
-    """Predict every input of `source`; `data` says how to read a text table (data.text_column...)."""
+          data: DataParams | None = None, batch_size: int = 32, max_pixels: int = 25_000_000) -> ScoreResult:
+    """Predict every input of `source`; `data` says how to read a text table (data.text_column...).
+    A file or row that is not an input (unreadable, too large, not a text, blank) is skipped and
+    reported; the others are scored."""
     source, output = Path(source), Path(output)
     if not source.exists():
         raise DataError(f"{source} does not exist")
@@ -50,41 +52,36 @@ def score(predictor: Predictor, source: str | Path, output: str | Path, log: Pro
     if predictor.modality == "image":
         if not source.is_dir():
             raise DataError(f"{source}: model {predictor.version} classifies images; give a folder of images")
-        files = _image_files(source)
-        items: list[Any] = files
+        items: list[Any] = _image_files(source)
     else:
         if source.is_dir():
             raise DataError(f"{source}: model {predictor.version} classifies text; give a CSV/TSV/Parquet/JSONL/txt file")
-        items = read_texts(source, data or DataParams())
-    if not items:
+        items, skipped = read_texts(source, data or DataParams())
+    if not items and not skipped:
         raise DataError(f"{source}: nothing to score")
-    bar = tqdm(total=len(items), desc=f"scoring with {predictor.version}", unit="input", disable=None)
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    for chunk in progress(chunks, desc=f"scoring with {predictor.version}", unit="batch"):
         if predictor.modality == "image":
             inputs, names = [], []
-            for path in chunk:
+            for path in chunk:  # one decoded image at a time; a bad file is skipped, never the batch
+                name = str(path.relative_to(source))
                 try:
-                    with Image.open(path) as im:
-                        im.load()
-                        inputs.append(im.convert("RGB"))
-                    names.append(str(path.relative_to(source)))
-                except (UnidentifiedImageError, OSError, ValueError) as exc:
-                    skipped.append((str(path), f"not a readable image: {exc}"))
+                    inputs.append(predictor.image_input(open_image(path, name, max_pixels)))
+                    names.append(name)
+                except InputRejected as exc:
+                    skipped.append((str(path), str(exc)))
             if not inputs:
-                bar.update(len(chunk))
                 continue
+            preds = predictor.predict_image_inputs(inputs)
         else:
-            inputs, names = chunk, [f"{source.name}:{start + i + 1}" for i in range(len(chunk))]
-        preds = predictor.predict(inputs)
+            names, inputs = [n for n, _ in chunk], [t for _, t in chunk]
+            preds = predictor.predict_texts(inputs)
         if log is not None:
             log.append(predictor.records(preds, names))
         for i, name in enumerate(names):
             rows.append({"input": name, "pred": preds.labels[i], "confidence": float(preds.confidence[i]),
                          **{f"p_{c}": float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)}})
-        bar.update(len(chunk))
-    bar.close()
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["input", "pred", "confidence", *(f"p_{c}" for c in predictor.labels)])
     if output.suffix.lower() == ".csv":
         write_text_atomic(output, frame.to_csv(index=False))
     else:

@@ -57,3 +57,20 @@ def test_ingest_command_merges_a_batch_and_rejects_another(workspace):
     assert r.exit_code == 0 and "bad.csv: rejected" in r.output and "eggs" in r.output
     assert Path("data/inbox/rejected/bad.csv").exists()
     assert runner.invoke(app, ["ingest"]).output.startswith("nothing to ingest")
+
+
+def test_score_skips_and_names_what_is_not_a_text_and_scores_the_rest(workspace):
+    import json
+
+    lines = [{"text": "free cash prize now"}, {"text": 42}, {"text": ["a", "list"]}, {"text": " \u00a0 "},
+             {"text": None}, {"text": "see you at lunch"}]
+    Path("in.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "[1, 2]\n")
+    r = runner.invoke(app, ["score", "in.jsonl", "-o", "preds.csv"])
+    assert r.exit_code == 0, r.output
+    preds = pd.read_csv("preds.csv")
+    assert list(preds["input"]) == ["in.jsonl:1", "in.jsonl:6"] and list(preds["pred"]) == ["spam", "ham"]
+    log = read_log("production/log")
+    assert len(log) == 2  # nothing but the two texts reaches the model or the production log
+    for row, why in [(2, "text is a number"), (3, "text is a list"), (4, "empty or only whitespace"),
+                     (5, "text is a null"), (7, "line 7 is a JSON list, not an object")]:
+        assert f"in.jsonl:{row}" in r.output and why in r.output, (row, r.output)

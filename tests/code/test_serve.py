@@ -53,7 +53,15 @@ def test_health_model_and_openapi(client):
 
 @pytest.mark.parametrize("kwargs, status, words", [
     ({"json": {"texts": []}}, 422, "empty"),
-    ({"json": {"texts": [1, 2]}}, 422, "list of strings"),
+    ({"json": {"texts": [1, 2]}}, 422, "texts[0] is a number, not a string"),
+    ({"json": {"texts": "one text"}}, 422, '"texts" is a string; send a list of strings'),
+    ({"json": {"text": None}}, 422, "text is a null, not a string"),
+    ({"json": {"texts": ["ok", "  \t\n"]}}, 422, "texts[1] is empty or only whitespace"),
+    ({"json": {"text": "\u00a0\u2003\u200b"}}, 422, "text is empty or only whitespace"),
+    ({"content": b'{"text": "\\ud800"}', "headers": {"content-type": "application/json"}}, 422,
+     "a lone surrogate"),
+    ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}}, 400,
+     "nested too deeply"),
     ({"json": {"message": "hi"}}, 422, '{"text"'),
     ({"json": ["hi"]}, 422, '{"text"'),
     ({"content": b'{"texts": [', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
@@ -107,11 +115,20 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
         r = c.post("/predict", files=files)
         assert r.status_code == 200 and [x["label"] for x in r.json()["predictions"]] == ["red"] * 3
         r = c.post("/predict", files=[("files", ("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg"))])
-        assert r.status_code == 422 and "broken.jpg: not a readable image" in r.json()["detail"]
+        assert r.status_code == 422 and "files[0] (broken.jpg): not a readable image" in r.json()["detail"]
+        # 12000 x 12000 pixels in a few hundred KB: refused from the header, before any decoding
+        r = c.post("/predict", files=[("files", ("huge.png", _huge_png(), "image/png"))])
+        assert r.status_code == 413, r.text
+        assert r.json()["detail"] == ("files[0] (huge.png) is 12000x12000 = 144,000,000 pixels, over the limit of "
+                                      "25,000,000 (serve.max_pixels); downscale it")
+        # a photo stored sideways with an EXIF orientation is classified upright
+        r = c.post("/predict", files=[("files", ("rotated.jpg", _exif_rotated(), "image/jpeg"))])
+        assert r.status_code == 200
         assert c.post("/predict", json={"text": "hi"}).status_code == 415
         assert c.post("/predict", files=[("other", ("x.txt", b"x", "text/plain"))]).status_code == 422
     log = read_log(p.paths.log)
-    assert len(log) == 3 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
+    assert len(log) == 4 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
+    assert (log["width"].iloc[3], log["height"].iloc[3]) == (20, 60)  # stored 60x20, seen upright
     # batch scoring of a folder: an unreadable file is skipped and named, the rest scored
     from pipeline.production.predictor import Predictor
     from pipeline.production.score import score
@@ -120,12 +137,43 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
     incoming = tmp_path / "incoming"
     shutil.copytree(data / "blue", incoming / "cam1")
     (incoming / "cam1" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (incoming / "cam1" / "zz_huge.png").write_bytes(_huge_png())
     name, d = champion_dir(p.paths.registry)
     with ProductionLog(p.paths.log) as plog:
-        result = score(Predictor(d, name), incoming, tmp_path / "preds.csv", plog)
+        result = score(Predictor(d, name), incoming, tmp_path / "preds.csv", plog, batch_size=8)
     assert result.scored == 20 and sum(result.counts.values()) == 20 and result.counts["blue"] >= 15
-    assert [Path(f).name for f, _ in result.skipped] == ["truncated.png"]
-    assert len(read_log(p.paths.log)) == 23
+    skipped = dict((Path(f).name, why) for f, why in result.skipped)
+    assert set(skipped) == {"truncated.png", "zz_huge.png"} and "serve.max_pixels" in skipped["zz_huge.png"]
+    assert len(read_log(p.paths.log)) == 24
+
+
+def _huge_png():
+    import io
+    import zlib
+
+    from PIL import Image
+
+    small = io.BytesIO()
+    Image.new("L", (8, 8)).save(small, "PNG")  # then the header rewritten to claim 12000 x 12000
+    raw = bytearray(small.getvalue())
+    ihdr = raw[12:29]
+    ihdr[4:8], ihdr[8:12] = (12000).to_bytes(4, "big"), (12000).to_bytes(4, "big")
+    raw[12:29] = ihdr
+    raw[29:33] = zlib.crc32(bytes(ihdr)).to_bytes(4, "big")
+    return bytes(raw)
+
+
+def _exif_rotated():
+    import io
+
+    from PIL import Image
+
+    im = Image.new("RGB", (60, 20), "red")
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = io.BytesIO()
+    im.save(out, "JPEG", exif=exif)
+    return out.getvalue()
 
 
 def _start(extra):
