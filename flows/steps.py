@@ -27,6 +27,7 @@ from pipeline.core.errors import GraftError
 from pipeline.core.lineage import tracking_file
 from pipeline.core.params import Params
 from pipeline.data.ingest import BatchResult, ingest_batch, pending
+from pipeline.fingerprint import check_upstream, record
 from pipeline.release.gate import GateResult
 from pipeline.release.registry import Registry
 from pipeline.stages import NAMES, STAGE
@@ -115,6 +116,21 @@ def run_stage(name: str, params: Params, ws: Workspace, *, dvc_mode: bool = Fals
     if dvc_mode:
         dvc("repro", "--single-item", name, echo=echo)
         return None
+    check_upstream(name, params, ws)  # StaleInput: nothing is run and nothing written
+    try:
+        result = _run_in_process(name, params, ws, resume, on_epoch)
+    except BaseException as exc:
+        if name != "gate":
+            record(name, params, ws, error=exc)
+        raise
+    if name == "validate" and not params.validate_.labels:  # the labels it inferred and froze
+        params = params.model_copy(update={"validate_": params.validate_.model_copy(update={"labels": result.labels})})
+    if name != "gate":  # nothing reads the gate's folder
+        record(name, params, ws)
+    return result
+
+
+def _run_in_process(name: str, params: Params, ws: Workspace, resume: bool, on_epoch: EpochLog | None) -> Any:
     run = STAGE[name].load()
     if name != "train":
         return run(params, ws)

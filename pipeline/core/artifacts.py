@@ -14,6 +14,7 @@ from pipeline.core.errors import MissingInput
 from pipeline.core.params import Params
 
 SPLITS = ("train", "val", "test")
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
 MANIFEST = "manifest.parquet"          # prepare, validate
 PREPARE_SUMMARY = "prepare.json"       # prepare
@@ -35,6 +36,7 @@ EXPORT_REPORT = "export.json"          # export
 GATE_DECISION = "gate.json"            # gate
 RUN_SUMMARY = "run-summary.json"       # gate
 RESOLVED = "params.resolved.yaml"      # every stage
+FINGERPRINT = "fingerprint.json"       # every stage another stage reads: the inputs it was made from
 
 
 def require(path: str | Path, stage: str) -> Path:

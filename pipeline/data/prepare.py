@@ -8,18 +8,14 @@ so adding examples never moves an old one between splits; split folders, when gi
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
-from pipeline.core.artifacts import MANIFEST, PREPARE_SUMMARY, SPLITS, Workspace
+from pipeline.core.artifacts import MANIFEST, PREPARE_SUMMARY, SPLIT_FOLDERS, SPLITS, Workspace
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import DataError
 from pipeline.core.inputs import is_blank
@@ -27,9 +23,9 @@ from pipeline.core.io import write_json_atomic, write_parquet_atomic
 from pipeline.core.parallel import map_files
 from pipeline.core.params import DataParams, Params, PrepareParams, SplitFractions
 from pipeline.core.progress import progress
+from pipeline.data.image_files import image_facts, scan_image_folder
 from pipeline.data.tables import ROW_ERRORS, read_table
 
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 MANIFEST_COLUMNS = [
     "id", "modality", "path", "text", "label", "sha256", "split", "split_source",
     "bytes", "width", "height", "mode", "format", "n_chars", "n_tokens", "row", "error",
@@ -85,100 +81,6 @@ def detect_modality(path: Path, data: DataParams) -> str:
 
 
 # ---------------------------------------------------------------- images
-
-
-def _split_layout(root: Path, mode: str) -> bool:
-    dirs = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    is_split = bool(dirs) and all(d.lower() in SPLIT_FOLDERS for d in dirs)
-    if mode == "yes" and not is_split:
-        raise DataError(
-            f"{root}: prepare.split_folders is 'yes' but the top-level folders are {sorted(dirs)}; "
-            "expected train/, val/ and test/ (or set prepare.split_folders: auto)"
-        )
-    return is_split if mode != "no" else False
-
-
-def scan_image_folder(root: Path, prepare: PrepareParams) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Find image files: (rows without facts, class names including empty folders, skipped files)."""
-    exts = {e.lower() for e in prepare.image_extensions}
-    split_layout = _split_layout(root, prepare.split_folders)
-    class_roots: list[tuple[Path, str | None]] = []
-    if split_layout:
-        for sdir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            class_roots += [(c, SPLIT_FOLDERS[sdir.name.lower()]) for c in sorted(sdir.iterdir())]
-    else:
-        class_roots = [(c, None) for c in sorted(root.iterdir())]
-    rows: list[dict[str, Any]] = []
-    classes: set[str] = set()
-    skipped: list[str] = []
-    for entry, split in class_roots:
-        rel = entry.relative_to(root).as_posix()
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() or (entry.is_symlink() and not entry.is_dir()):
-            if entry.suffix.lower() in exts:
-                where = f"{root}/<class>/" if split is None else f"{entry.parent}/<class>/"
-                rows.append({"path": rel, "label": "", "split": split,
-                             "error": f"not inside a class folder; move it into {where}"})
-            continue
-        if entry.is_symlink():
-            rows.append({"path": rel, "label": entry.name, "split": split, "error": None})
-            continue
-        classes.add(entry.name)
-        for dirpath, dirnames, filenames in os.walk(entry):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                rel_file = (Path(dirpath) / name).relative_to(root).as_posix()
-                if Path(name).suffix.lower() not in exts:
-                    skipped.append(rel_file)
-                    continue
-                rows.append({"path": rel_file, "label": entry.name, "split": split, "error": None})
-            # symlinked directories are not walked by os.walk; check them like files
-            for d in list(dirnames):
-                if (Path(dirpath) / d).is_symlink():
-                    rel_dir = (Path(dirpath) / d).relative_to(root).as_posix()
-                    rows.append({"path": rel_dir, "label": entry.name, "split": split, "error": None})
-    return rows, sorted(classes), skipped
-
-
-def image_facts(args: tuple[str, str]) -> dict[str, Any]:
-    """Hash one file and read its image header (no full decode). Runs in worker processes."""
-    root, rel = args
-    path = Path(root) / rel
-    facts: dict[str, Any] = {"sha256": None, "bytes": None, "width": None, "height": None,
-                             "mode": None, "format": None, "error": None}
-    real_root = Path(root).resolve()
-    target = path.resolve()
-    if path.is_symlink() and not target.is_relative_to(real_root):
-        facts["error"] = (f"symlink points outside the data root (to {target}); "
-                          f"copy the file into {root} instead of linking to it")
-        return facts
-    if target.is_dir():
-        facts["error"] = "symlinked folder inside a class folder; copy its images in instead"
-        return facts
-    try:
-        data = target.read_bytes()
-    except OSError as exc:
-        facts["error"] = f"cannot read file: {exc.strerror}; check its permissions"
-        return facts
-    facts["sha256"] = hashlib.sha256(data).hexdigest()
-    facts["bytes"] = len(data)
-    try:
-        # PIL's decompression-bomb limit stays on; its warning band is treated as an error too.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                facts.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        facts["error"] = (f"decompression bomb refused: {exc} Downscale the image "
-                          "below PIL's Image.MAX_IMAGE_PIXELS before adding it")
-    except UnidentifiedImageError:
-        facts["error"] = "not an image (PIL cannot identify it); remove the file or replace it with a real image"
-    except Exception as exc:  # a malformed header surfaces as many exception types
-        facts["error"] = f"unreadable image header ({type(exc).__name__}: {exc}); re-save or remove the file"
-    return facts
 
 
 def _finish_rows(rows: list[dict[str, Any]], prepare: PrepareParams, modality: str,

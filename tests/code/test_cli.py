@@ -123,3 +123,38 @@ paths: {{prepare: {tmp_path}/o/prep, validate: {tmp_path}/o/val, select: {tmp_pa
     assert code == 2 and "nothing to roll back to" in out
     code, out = _run("promote", "v0007", "--params", p)
     assert code == 2 and "no model version 'v0007'" in out
+
+
+def _two_datasets(tmp_path, image_tree):
+    a = image_tree({"cat": 30, "dog": 30}, root=tmp_path / "a")
+    b = image_tree({"cat": 25, "dog": 25}, root=tmp_path / "b", start=900)
+    body = f"data:\n  path: {a}\npaths:\n  prepare: {tmp_path}/prep\n  validate: {tmp_path}/val\n  select: {tmp_path}/sel\n"
+    return a, b, _params(tmp_path, body)
+
+
+def test_validate_after_a_failed_prepare_refuses_instead_of_passing_on_old_data(tmp_path, image_tree):
+    _a, _b, p = _two_datasets(tmp_path, image_tree)
+    assert _run("prepare", "--params", p)[0] == 0
+    before = (tmp_path / "prep/manifest.parquet").read_bytes()
+    code, out = _run("prepare", "--params", p, "--set", f"data.path={tmp_path}/nowhere")
+    assert code == 2 and "does not exist" in out
+    assert (tmp_path / "prep/manifest.parquet").read_bytes() == before  # nothing stored is lost
+    code, out = _run("validate", "--params", p, "--set", f"data.path={tmp_path}/nowhere")
+    assert code == 2 and "the last `graft prepare` failed" in out and "PASSED" not in out
+    assert not (tmp_path / "val").exists()  # the refusal wrote nothing
+
+
+def test_a_stage_refuses_outputs_made_from_other_inputs_and_names_what_changed(tmp_path, image_tree):
+    _a, b, p = _two_datasets(tmp_path, image_tree)
+    code, out = _run("validate", "--params", p)
+    assert code == 2 and "has no record of the run that made it" in out and "`graft prepare` first" in out
+    assert _run("prepare", "--params", p)[0] == 0 and _run("validate", "--params", p)[0] == 0
+    # another dataset prepared, validate not re-run: select refuses the old validated manifest
+    assert _run("prepare", "--params", p, "--set", f"data.path={b}")[0] == 0
+    code, out = _run("select", "--params", p, "--set", f"data.path={b}")
+    assert code == 2 and f"{tmp_path}/val was made from other inputs (prepare changed since)" in out
+    assert "run `graft validate` again" in out
+    # a params change that validate's output depends on is named by its key
+    assert _run("validate", "--params", p, "--set", f"data.path={b}")[0] == 0
+    code, out = _run("select", "--params", p, "--set", f"data.path={b}", "--set", "validate.max_bad_fraction=0.5")
+    assert code == 2 and "(validate.max_bad_fraction changed since)" in out and not (tmp_path / "sel").exists()
