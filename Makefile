@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.graft-installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# schemathesis against graft serve (text and image models) and hypothesis against the parsers,
+# with many more examples than the default suite runs
+fuzz: $(STAMP)
+	GRAFT_FUZZ_EXAMPLES=$${GRAFT_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -s -p no:logging \
+		tests/code/test_fuzz_api.py tests/code/test_fuzz_parsers.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -44,6 +44,37 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class Refusal(BaseModel):
+    detail: str  # what is wrong with the request, naming the item and the limit
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    modality: str | None = None
+    provider: str | None = None
+    logged: int | None = None
+    warning: str | None = None
+    reason: str | None = None
+
+
+def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    why = {400: "the body is not valid JSON, or is nested too deeply", 413: "too many inputs, or an input too large",
+           415: "the wrong content type for the champion's modality", 422: "an input that cannot be classified",
+           503: "no champion model is loaded"}
+    return {code: {"model": Refusal, "description": why[code]} for code in codes}
+
+
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"oneOf": [
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        {"type": "object", "properties": {"texts": {"type": "array", "items": {"type": "string"}}},
+         "required": ["texts"]}]}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+}}}
+
+
 class Champion:
     """The loaded champion, swapped when the registry pointer moves."""
 
@@ -144,7 +175,10 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                   description="The registry champion's ONNX model, with a production log for drift monitoring.")
     app.state.champion, app.state.log = champion, log
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, responses=_refusals(400, 413, 415, 422, 503),
+              openapi_extra=PREDICT_BODY,
+              description="Text models: JSON {\"text\": ...} or {\"texts\": [...]}. Image models: multipart "
+                          "field `files`. Every refusal is a 4xx whose detail names the input and the limit.")
     async def predict(request: Request) -> PredictResponse:
         predictor = champion.get()
         ctype = request.headers.get("content-type", "")
@@ -179,7 +213,7 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                        probabilities={c: float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)})
             for i, lbl in enumerate(preds.labels)])
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "no champion"}})
     def health() -> JSONResponse:
         champion.refresh()
         p = champion.predictor
@@ -188,7 +222,7 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "model_version": p.version, "modality": p.modality,
                              "provider": p.provider, "logged": log.written, "warning": champion.error or None})
 
-    @app.get("/model")
+    @app.get("/model", responses=_refusals(503))
     def model() -> dict[str, Any]:
         p = champion.get()
         v = champion.registry.get(p.version)

@@ -119,7 +119,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         try:
             node[parts[-1]] = yaml.load(value, Loader=_Loader)
         except yaml.YAMLError as exc:
-            raise ParamsError(f"--set {item!r}: the value is not valid YAML ({exc.problem or exc}); "
+            raise ParamsError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                               "quote it, e.g. --set 'data.path=\"my file.csv\"'") from None
     return parse_params(raw, source=str(path))
 
