@@ -161,7 +161,7 @@ class TrainParams(Section):
 
 class ExportParams(Section):
     opset: int = Field(18, ge=13)
-    max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show")
+    max_abs_diff: float = Field(1e-4, gt=0.0, description="largest |logit| difference onnxruntime may show, times the largest |logit| beyond 1")
     quantize: bool = Field(True, description="also write an int8 model; shipped only when it keeps the model")
     int8_max_accuracy_drop: float = Field(0.01, ge=0.0, description="test accuracy the int8 model may lose")
     int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="share of top-1 predictions it must share")

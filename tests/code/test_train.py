@@ -167,6 +167,8 @@ def test_temperature_scaling_undoes_overconfidence():
     assert 3.0 < t < 5.5
     assert expected_calibration_error(softmax(over / t), y, 15)[0] < expected_calibration_error(softmax(over), y, 15)[0] / 3
     assert fit_temperature(calibrated, y) == pytest.approx(1.0, abs=0.2)
+    right = np.eye(3)[y] * 3.0  # every prediction right: no error to calibrate against, T stays 1
+    assert fit_temperature(right, y) == 1.0
 
 
 def test_the_shipped_probe_is_refitted_on_train_and_val_and_calibrated(tmp_path, tiny_timm_dir):
