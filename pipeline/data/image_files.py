@@ -102,7 +102,10 @@ def image_facts(args: tuple[str, str]) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                facts.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
+                # the size as seen: EXIF orientations 5-8 turn the stored image by 90 degrees
+                turned = im.getexif().get(0x0112) in (5, 6, 7, 8)
+                w, h = (im.height, im.width) if turned else (im.width, im.height)
+                facts.update(width=w, height=h, mode=im.mode, format=im.format)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         facts["error"] = (f"decompression bomb refused: {exc} Downscale the image "
                           "below PIL's Image.MAX_IMAGE_PIXELS before adding it")

@@ -204,3 +204,19 @@ def test_a_failed_prepare_leaves_the_previous_manifest(tmp_path, text_csv):
     with pytest.raises(DataError, match="no column 'text'"):
         run_prepare(parse_params({}), Workspace.from_params(parse_params({}), data=bad, prepare=out))
     assert ((out / "manifest.parquet").read_bytes(), (out / "prepare.json").read_bytes()) == before
+
+
+def test_exif_orientation_is_applied_in_prepare_and_in_the_training_loader(tmp_path):
+    from PIL import Image
+
+    from pipeline.core.inputs import open_image
+
+    root = tmp_path / "ds" / "a"
+    root.mkdir(parents=True)
+    im = Image.new("RGB", (60, 20), "red")
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    im.save(root / "turned.jpg", exif=exif)
+    m = _prep(tmp_path / "ds").manifest
+    assert (m["width"].item(), m["height"].item()) == (20, 60)
+    assert open_image(root / "turned.jpg", "turned.jpg").size == (20, 60)
