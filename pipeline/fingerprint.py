@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def inputs(stage: str, params: Params, ws: Workspace) -> dict[str, Any]:
     s = STAGE[stage]
     found: dict[str, Any] = {"params": _sections(params, s.sections)}
     if not s.reads:
-        found["data"] = str(ws.data.resolve())
+        found["data"] = os.path.abspath(ws.data)  # not resolve(): a symlink loop must not raise here
     for up in s.reads:
         fp = _read(ws, up)
         found[up] = fp.get("digest") if fp else None

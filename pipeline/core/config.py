@@ -82,6 +82,9 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params.yaml") -> Par
 
 def _read(path: Path) -> Any:
     """The params file's YAML; every way it can fail is a ParamsError naming the file and the fix."""
+    if path.is_symlink() and not path.exists():
+        raise ParamsError(f"params file {path} is a symbolic link to nothing (a loop, or its target is gone); "
+                          "point --params at the YAML file itself")
     if not path.exists():
         raise ParamsError(f"params file {path} does not exist; create it (an empty file means every default), "
                           "or pass --params FILE")

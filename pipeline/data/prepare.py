@@ -178,6 +178,9 @@ def prepare_text(path: Path, data: DataParams, prepare: PrepareParams) -> tuple[
 def prepare_data(data_path: Path, data: DataParams, prepare: PrepareParams) -> PrepareResult:
     """Pure core: scan `data_path` and return the manifest (no files written)."""
     start = time.perf_counter()
+    if data_path.is_symlink() and not data_path.exists():
+        raise DataError(f"data path '{data_path}' is a symbolic link to nothing (a loop, or its target is gone); "
+                        "point data.path at the data itself")
     if not data_path.exists():
         raise DataError(f"data path '{data_path}' does not exist; set data.path in params.yaml "
                         "(or run `graft demo-data` to generate the demo datasets)")

@@ -158,3 +158,14 @@ def test_a_stage_refuses_outputs_made_from_other_inputs_and_names_what_changed(t
     assert _run("validate", "--params", p, "--set", f"data.path={b}")[0] == 0
     code, out = _run("select", "--params", p, "--set", f"data.path={b}", "--set", "validate.max_bad_fraction=0.5")
     assert code == 2 and "(validate.max_bad_fraction changed since)" in out and not (tmp_path / "sel").exists()
+
+
+def test_symlink_loops_for_the_params_file_and_the_data_exit_2_naming_them(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, out = _run("prepare", "--params", tmp_path / "a")
+    assert code == 2 and "is a symbolic link to nothing (a loop" in out
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    p = _params(tmp_path, f"data:\n  path: {tmp_path}/loop.csv\n")
+    code, out = _run("prepare", "--params", p, "--out", tmp_path / "o")
+    assert code == 2 and "loop.csv' is a symbolic link to nothing" in out and "Traceback" not in out
