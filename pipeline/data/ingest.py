@@ -28,7 +28,7 @@ from pipeline.core.errors import DataError, GraftError
 from pipeline.core.io import copy_atomic, write_json_atomic
 from pipeline.core.params import MinPerClass, Params
 from pipeline.data.prepare import run_prepare
-from pipeline.data.tables import read_table, write_table
+from pipeline.data.tables import append_rows, read_table
 from pipeline.data.validate import run_validate
 
 DONE, REJECTED = "processed", "rejected"
@@ -86,7 +86,7 @@ def _merge_text(accepted: pd.DataFrame, batch: Path, data_path: Path, p: Params)
     keys = set(zip(accepted["text"], accepted["label"], strict=True))
     new = new[[(t, lbl) in keys for t, lbl in zip(new[d.text_column].astype(str), new[d.label_column].astype(str),
                                                      strict=True)]]
-    write_table(data_path, pd.concat([current, new], ignore_index=True), d)
+    append_rows(data_path, new, d)
     return len(new)
 
 

@@ -1,8 +1,8 @@
-"""One reader (and writer) for text tables: CSV, TSV, Parquet, JSONL, and .txt for scoring.
+"""One reader (and appender) for text tables: CSV, TSV, Parquet, JSONL, and .txt for scoring.
 
-prepare reads the dataset, ingest reads a batch and rewrites the dataset in its own format,
-score reads texts to predict: all through these functions, so a file that one accepts the
-others read the same way.
+prepare reads the dataset, ingest reads a batch and appends its accepted rows to the dataset in
+its own format, score reads texts to predict: all through these functions, so a file that one
+accepts the others read the same way.
 """
 
 from __future__ import annotations
@@ -206,14 +206,23 @@ def read_texts(path: Path, data: DataParams) -> tuple[list[tuple[str, str]], lis
     return texts, skipped
 
 
-def write_table(path: Path, frame: pd.DataFrame, data: DataParams) -> Path:
-    """Rewrite the dataset atomically in the format it is read in."""
+def append_rows(path: Path, new: pd.DataFrame, data: DataParams) -> Path:
+    """Add rows to the dataset atomically. CSV/TSV/JSONL keep every existing byte (a malformed
+    row already there stays as it was, for a person to fix) and get the rows appended in the same
+    format; Parquet is rewritten with the rows concatenated."""
     fmt = table_format(path, data)
     if fmt == "parquet":
-        return write_atomic(path, lambda q: frame.to_parquet(q, index=False))
+        return write_atomic(path, lambda q: pd.concat([pd.read_parquet(path), new], ignore_index=True)
+                            .to_parquet(q, index=False))
+    old = path.read_bytes()
+    sep = b"" if not old or old.endswith(b"\n") else b"\n"
     if fmt == "jsonl":
-        return write_atomic(path, lambda q: frame.to_json(q, orient="records", lines=True, force_ascii=False))
-    tsv = fmt == "tsv"
-    return write_atomic(path, lambda q: frame.to_csv(
-        q, sep="\t" if tsv else ",", header=data.header, index=False, encoding=data.encoding,
-        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, lineterminator="\n"))
+        added = new.to_json(orient="records", lines=True, force_ascii=False)
+    else:
+        tsv = fmt == "tsv"
+        added = new.to_csv(sep="\t" if tsv else ",", header=False, index=False, lineterminator="\n",
+                           quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    if added and not added.endswith("\n"):
+        added += "\n"
+    enc = "utf-8" if data.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else data.encoding
+    return write_atomic(path, lambda q: q.write_bytes(old + sep + added.encode(enc, "surrogateescape")))

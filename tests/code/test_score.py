@@ -46,13 +46,16 @@ def test_monitor_command_prints_the_decision(workspace):
 
 
 def test_ingest_command_merges_a_batch_and_rejects_another(workspace):
+    with open("data/t.csv", "a") as f:  # a malformed row someone has yet to fix: kept byte for byte
+        f.write("a row,with,three fields\n")
     before = Path("data/t.csv").read_text()
     pd.DataFrame({"text": ["free cash prize now"] * 4, "label": ["spam"] * 4}).to_csv("good.csv", index=False)
     Path("data/inbox").mkdir(parents=True)
     pd.DataFrame({"text": ["hello"] * 4, "label": ["eggs"] * 4}).to_csv("data/inbox/bad.csv", index=False)
     r = runner.invoke(app, ["ingest", "good.csv"])
     assert r.exit_code == 0 and "good.csv: merged" in r.output and "graft run" in r.output
-    assert Path("data/t.csv").read_text().count("\n") == before.count("\n") + 4
+    after = Path("data/t.csv").read_text()
+    assert after.startswith(before) and after[len(before):] == "free cash prize now,spam\n" * 4
     r = runner.invoke(app, ["ingest"])
     assert r.exit_code == 0 and "bad.csv: rejected" in r.output and "eggs" in r.output
     assert Path("data/inbox/rejected/bad.csv").exists()
