@@ -69,6 +69,8 @@ def test_health_model_and_openapi(client):
     ({"files": {"files": ("a.png", b"png?", "image/png")}}, 415, "classifies text"),
     ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "classifies text"),
     ({"json": {"texts": ["x"] * 65}}, 413, "serve.max_batch=64"),
+    ({"content": b'{"text": "' + b"a" * (21 * 2**20) + b'"}', "headers": {"content-type": "application/json"}}, 413,
+     "larger than serve.max_upload_mb=20 MB"),
 ])
 def test_bad_requests_get_a_4xx_that_says_why(client, kwargs, status, words):
     r = client.post("/predict", **kwargs)
