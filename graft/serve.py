@@ -199,12 +199,12 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                 raise HTTPException(415, detail=f'model {predictor.version} classifies text: send JSON '
                                                 '{"text": "..."} or {"texts": [...]}')
             limit = int(sp.max_upload_mb * 2**20)
-            body = b""
+            body = bytearray()
             async for chunk in request.stream():  # never more than the limit in memory
                 body += chunk
                 if len(body) > limit:
                     raise HTTPException(413, detail=f"the body is larger than serve.max_upload_mb={sp.max_upload_mb:g} MB")
-            inputs = _texts(_json(body))
+            inputs = _texts(_json(bytes(body)))
             if not inputs:
                 raise HTTPException(422, detail='"texts" is empty')
             if len(inputs) > sp.max_batch:
