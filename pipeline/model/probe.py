@@ -74,29 +74,60 @@ def _as_head(model: LogisticRegression, mu: np.ndarray, scale: float, n: int) ->
     return head
 
 
+CV_BELOW = 1000  # val examples below which C is chosen by cross-validation on train + val
+
+
 def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, n: int,
                    tp: TrainParams, log: EpochLog | None = None
                    ) -> tuple[nn.Linear, list[dict[str, float]], dict[str, float], int]:
     """A logistic regression on the cached frozen features (scikit-learn's L-BFGS), its inverse
-    regularisation C chosen on val from train.probe_c: the linear head every strategy starts from.
+    regularisation C chosen from train.probe_c: the linear head every strategy starts from.
 
-    Returns the head fitted on train, one history row per C tried, the chosen C's val metrics
+    C is chosen on val, or, when val has fewer than CV_BELOW examples, by stratified 5-fold
+    cross-validation on train + val: on 143 clothing photos val chose C=10 (test 0.75) where the
+    folds prefer stronger regularisation. Returns the head fitted on train, one history row per C
+    (val metrics of the train-only fit, and the CV score when used), the chosen C's val metrics
     and its index. On 5,000 sentiment sentences this probe reached 0.78 macro-F1 where 200
     epochs of AdamW on the same features reached 0.62."""
     mu, scale = _standardise(xtr)
     xt, xv = (xtr - mu) / scale, (xva - mu) / scale
-    best, best_i, best_model, history = None, 0, None, []
+    cv = _cv_scores(np.vstack([xt, xv]), np.r_[ytr, yva], tp) if len(yva) < CV_BELOW else None
+    fits, history = [], []
     for i, c in enumerate(tp.probe_c):
         model = _logistic(xt, ytr, c, tp)
         val = classification_metrics(yva, _logits(model, xv, n), n)
         row = {"epoch": i, "C": c, "train_loss": classification_metrics(ytr, _logits(model, xt, n), n)["loss"],
-               **{f"val_{k}": v for k, v in val.items()}}
+               **{f"val_{k}": v for k, v in val.items()}, **({"cv_macro_f1": cv[i][0]} if cv else {})}
         history.append(row)
+        fits.append((model, val))
         if log:
             log(i, row)
-        if better(val, best):
-            best, best_i, best_model = val, i, model
-    return _as_head(best_model, mu, scale, n), history, best, best_i
+    if cv:
+        best_i = max(range(len(cv)), key=lambda i: cv[i])
+    else:
+        best_i = 0
+        for i in range(1, len(fits)):
+            if better(fits[i][1], fits[best_i][1]):
+                best_i = i
+    model, best = fits[best_i]
+    return _as_head(model, mu, scale, n), history, best, best_i
+
+
+def _cv_scores(x: np.ndarray, y: np.ndarray, tp: TrainParams) -> list[tuple[float, float]] | None:
+    """(mean macro-F1, mean -log loss) per C over stratified folds; None when a class is too rare."""
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    folds = min(5, int(np.bincount(y).min()))
+    if folds < 2:
+        return None
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=tp.seed)
+    out = []
+    for c in tp.probe_c:
+        model = LogisticRegression(C=c, max_iter=2000, tol=1e-4, random_state=tp.seed,
+                                   class_weight="balanced" if tp.class_weighting else None)
+        res = cross_validate(model, x, y, cv=split, scoring=("f1_macro", "neg_log_loss"))
+        out.append((float(res["test_f1_macro"].mean()), float(res["test_neg_log_loss"].mean())))
+    return out
 
 
 def refit_probe_head(x: np.ndarray, y: np.ndarray, n: int, c: float, tp: TrainParams) -> nn.Linear:

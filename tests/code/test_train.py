@@ -182,6 +182,8 @@ def test_the_shipped_probe_is_refitted_on_train_and_val_and_calibrated(tmp_path,
     clf, _info, view = load_trained(r.model_dir)
     fit = manifest[manifest["split"].isin(["train", "val"])]
     x = embed_frame(view, fit, root, tmp_path / "cache")
-    c = p.train.probe_c[int(np.argmax([h["val_macro_f1"] - 1e-6 * h["val_loss"] for h in r.history]))]
+    assert all("cv_macro_f1" in h for h in r.history)  # a small val: C chosen by cross-validation
+    c = p.train.probe_c[r.best_epoch]
+    assert r.history[r.best_epoch]["cv_macro_f1"] == max(h["cv_macro_f1"] for h in r.history)
     expected = refit_probe_head(x, fit["label"].map(labels.index).to_numpy(), len(labels), c, p.train)
     assert torch.allclose(clf.head.weight * cal["temperature"], expected.weight, atol=1e-5)
