@@ -1,9 +1,9 @@
-"""1. Linear probe with cached features vs. the same head trained by running the frozen backbone
-every epoch (the baseline), 20 epochs each, on real text with the real MiniLM encoder.
+"""1. graft's linear probe (one cached embedding pass, then train's logistic regression with its C
+and class weighting chosen by cross-validation) vs. a linear head trained for 20 epochs by
+running the frozen backbone every epoch (the baseline), on real text with the real MiniLM encoder.
 
-Both paths optimise the identical objective with identical batches: the baseline reuses the
-cached path's centring constants, so the only difference is where each batch's features come
-from. The cached path's time includes its one embedding pass (a cold cache every run).
+The cached path's time includes its one embedding pass (a cold cache every run); the goal is
+10x the speed with a validation accuracy no worse than the baseline's.
 
     .venv/bin/python bench/linear_probe.py [--train 240] [--repeats 3]
 """
@@ -82,7 +82,7 @@ def run(n_train: int = 240, repeats: int = 3) -> dict:
     ytr = train["label"].map(labels.index).to_numpy()
     yva = val["label"].map(labels.index).to_numpy()
     # early stopping off (patience beyond the epochs) so both paths run all 20 epochs
-    tp = parse_params({"train": {"probe_epochs": EPOCHS, "patience": EPOCHS, "max_length": 64}}).train
+    tp = parse_params({"train": {"patience": EPOCHS, "max_length": 64}}).train
     backbone = load_backbone(*MINILM, "text", max_length=tp.max_length)
     cached_s, base_s = [], []
     for _ in range(repeats):
@@ -90,21 +90,21 @@ def run(n_train: int = 240, repeats: int = 3) -> dict:
             start = time.perf_counter()
             xtr = embed_frame(backbone, train, REPO, Path(cache))
             xva = embed_frame(backbone, val, REPO, Path(cache))
-            _, hist, _, _ = fit_probe_head(xtr, ytr, xva, yva, len(labels), tp)
+            _, hist, _, chosen = fit_probe_head(xtr, ytr, xva, yva, len(labels), tp)
             cached_s.append(time.perf_counter() - start)
-        cached = {k.removeprefix("val_"): v for k, v in hist[-1].items() if k.startswith("val_")}
+        cached = {k.removeprefix("val_"): v for k, v in hist[chosen].items() if k.startswith("val_")}
         mu = xtr.mean(0)
         scale = float((xtr - mu).std()) + 1e-8
         start = time.perf_counter()
         base = baseline(backbone, train, ytr, val, yva, mu, scale, len(labels), tp)
         base_s.append(time.perf_counter() - start)
     c, b = statistics.median(cached_s), statistics.median(base_s)
-    equal = abs(cached["accuracy"] - base["accuracy"]) < 1e-3
+    no_worse = cached["accuracy"] >= base["accuracy"] - 1e-3
     return record(
-        "linear_probe", "1. Linear probe, 20 epochs (MiniLM frozen, SMS Spam)",
-        baseline="head trained by running the frozen backbone every epoch",
-        ours="one cached embedding pass + 20 head epochs", goal=">= 10x at equal accuracy",
-        baseline_value=b, ours_value=c, unit="s", ratio=b / c, goal_met=b / c >= 10 and equal,
+        "linear_probe", "1. Linear probe (MiniLM frozen, SMS Spam)",
+        baseline="head trained 20 epochs, running the frozen backbone every epoch",
+        ours="one cached embedding pass + the logistic-regression probe", goal=">= 10x, accuracy no worse",
+        baseline_value=b, ours_value=c, unit="s", ratio=b / c, goal_met=b / c >= 10 and no_worse,
         details={"data": f"{data_name}: {len(train)} train / {len(val)} val", "repeats": repeats,
                  "runs_s": {"cached": cached_s, "baseline": base_s},
                  "val_accuracy": {"cached": cached["accuracy"], "baseline": base["accuracy"]},

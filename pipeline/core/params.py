@@ -140,7 +140,9 @@ class TrainParams(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 = off")
     patience: int = Field(3, ge=1, description="epochs without a better val macro-F1 before stopping")
-    class_weighting: bool = True
+    class_weighting: bool | Literal["auto"] = Field(
+        "auto", description="weight examples by inverse class frequency; auto: the probe's cross-validation "
+                            "or val decides, and fine-tuning follows it")
     partial_groups: int = Field(2, ge=1, description="top layer groups trained by `partial`")
     unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs per newly unfrozen group")
     batchnorm: Literal["frozen", "train"] = Field(

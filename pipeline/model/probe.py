@@ -54,9 +54,15 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, float]:
     return mu, float((x - mu).std()) + 1e-8
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, c: float, tp: TrainParams) -> LogisticRegression:
-    return LogisticRegression(C=c, max_iter=2000, tol=1e-4, class_weight="balanced" if tp.class_weighting else None,
+def _logistic(x: np.ndarray, y: np.ndarray, c: float, weighted: bool, tp: TrainParams) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=2000, tol=1e-4, class_weight="balanced" if weighted else None,
                               random_state=tp.seed).fit(x, y)
+
+
+def probe_grid(tp: TrainParams) -> list[tuple[float, bool]]:
+    """(C, class weighting) pairs the probe chooses from: weighting both ways when it is auto."""
+    weights = [True, False] if tp.class_weighting == "auto" else [bool(tp.class_weighting)]
+    return [(c, w) for w in weights for c in tp.probe_c]
 
 
 def _as_head(model: LogisticRegression, mu: np.ndarray, scale: float, n: int) -> nn.Linear:
@@ -91,12 +97,13 @@ def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nd
     epochs of AdamW on the same features reached 0.62."""
     mu, scale = _standardise(xtr)
     xt, xv = (xtr - mu) / scale, (xva - mu) / scale
-    cv = _cv_scores(np.vstack([xt, xv]), np.r_[ytr, yva], tp) if len(yva) < CV_BELOW else None
+    grid = probe_grid(tp)
+    cv = _cv_scores(np.vstack([xt, xv]), np.r_[ytr, yva], grid, tp) if len(yva) < CV_BELOW else None
     fits, history = [], []
-    for i, c in enumerate(tp.probe_c):
-        model = _logistic(xt, ytr, c, tp)
+    for i, (c, weighted) in enumerate(grid):
+        model = _logistic(xt, ytr, c, weighted, tp)
         val = classification_metrics(yva, _logits(model, xv, n), n)
-        row = {"epoch": i, "C": c, "train_loss": classification_metrics(ytr, _logits(model, xt, n), n)["loss"],
+        row = {"epoch": i, "C": c, "class_weighting": weighted, "train_loss": classification_metrics(ytr, _logits(model, xt, n), n)["loss"],
                **{f"val_{k}": v for k, v in val.items()}, **({"cv_macro_f1": cv[i][0]} if cv else {})}
         history.append(row)
         fits.append((model, val))
@@ -113,8 +120,10 @@ def fit_probe_head(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.nd
     return _as_head(model, mu, scale, n), history, best, best_i
 
 
-def _cv_scores(x: np.ndarray, y: np.ndarray, tp: TrainParams) -> list[tuple[float, float]] | None:
-    """(mean macro-F1, mean -log loss) per C over stratified folds; None when a class is too rare."""
+def _cv_scores(x: np.ndarray, y: np.ndarray, grid: list[tuple[float, bool]], tp: TrainParams
+               ) -> list[tuple[float, float]] | None:
+    """(mean macro-F1, mean -log loss) per (C, weighting) over stratified folds; None when a class
+    is too rare to fold."""
     from sklearn.model_selection import StratifiedKFold, cross_validate
 
     folds = min(5, int(np.bincount(y).min()))
@@ -122,18 +131,18 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, tp: TrainParams) -> list[tuple[floa
         return None
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=tp.seed)
     out = []
-    for c in tp.probe_c:
+    for c, weighted in grid:
         model = LogisticRegression(C=c, max_iter=2000, tol=1e-4, random_state=tp.seed,
-                                   class_weight="balanced" if tp.class_weighting else None)
+                                   class_weight="balanced" if weighted else None)
         res = cross_validate(model, x, y, cv=split, scoring=("f1_macro", "neg_log_loss"))
         out.append((float(res["test_f1_macro"].mean()), float(res["test_neg_log_loss"].mean())))
     return out
 
 
-def refit_probe_head(x: np.ndarray, y: np.ndarray, n: int, c: float, tp: TrainParams) -> nn.Linear:
+def refit_probe_head(x: np.ndarray, y: np.ndarray, n: int, c: float, weighted: bool, tp: TrainParams) -> nn.Linear:
     """The chosen probe refitted on every labelled example given (train + val)."""
     mu, scale = _standardise(x)
-    return _as_head(_logistic((x - mu) / scale, y, c, tp), mu, scale, n)
+    return _as_head(_logistic((x - mu) / scale, y, c, weighted, tp), mu, scale, n)
 
 
 def _logits(model: LogisticRegression, x: np.ndarray, n: int) -> np.ndarray:

@@ -51,11 +51,7 @@ from pipeline.model.metrics import (
     predict_logits,
     softmax,
 )
-from pipeline.model.probe import (
-    EpochLog,
-    fit_probe_head,
-    refit_probe_head,
-)
+from pipeline.model.probe import EpochLog, fit_probe_head, probe_grid, refit_probe_head
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
 
 
@@ -103,6 +99,8 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
                                                              yv, n, tp, log if strategy == "linear_probe" else None)
     clf = Classifier(backbone.module, backbone.dim, n)
     clf.head.load_state_dict(head.state_dict())
+    c, weighted = probe_grid(tp)[probe_best]
+    tp = tp.model_copy(update={"class_weighting": weighted})  # fine-tuning weights examples as the probe chose
     device = resolve_device(tp.device)
     if strategy == "linear_probe":
         history, val, best_epoch = probe_hist, probe_val, probe_best
@@ -118,10 +116,11 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     refit = "none: the backbone was tuned on train, val chose the epoch and the temperature"
     if strategy == "linear_probe" or best_epoch < 0:  # the probe ships: refit it on every labelled example
         head = refit_probe_head(np.vstack([feats["train"], feats["val"]]), np.r_[targets["train"], yv], n,
-                                tp.probe_c[probe_best], tp)
+                                c, weighted, tp)
         clf.head.load_state_dict(head.state_dict())
         _scale_head(clf, calibration["temperature"])
-        refit = (f"the probe (C={tp.probe_c[probe_best]:g}, chosen on val) refitted on train + val "
+        refit = (f"the probe (C={c:g}, class weighting {'on' if weighted else 'off'}, chosen "
+                 f"{'by cross-validation' if 'cv_macro_f1' in probe_hist[0] else 'on val'}) refitted on train + val "
                  f"({len(yv) + len(targets['train'])} examples); temperature fitted on val before the refit")
     if strategy == "linear_probe":
         with torch.no_grad():

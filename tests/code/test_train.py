@@ -14,7 +14,7 @@ from pipeline.data.prepare import prepare_data
 from pipeline.model.backbones import rebuild_classifier
 from pipeline.model.features import embed_frame
 from pipeline.model.metrics import expected_calibration_error, fit_temperature, softmax
-from pipeline.model.probe import WeightedCrossEntropy, refit_probe_head
+from pipeline.model.probe import WeightedCrossEntropy, probe_grid, refit_probe_head
 from pipeline.model.train import run_train, train_model
 from pipeline.model.trained import load_trained
 
@@ -43,10 +43,12 @@ def _train(tmp_path, modality, weights, strategy, out="out", resume=False, log=N
 def test_image_strategies_learn(tmp_path, tiny_timm_dir, strategy):
     r = _train(tmp_path, "image", tiny_timm_dir, strategy)
     assert r.val["macro_f1"] >= 0.8 and r.test["macro_f1"] >= 0.8
-    if strategy == "linear_probe":  # one row per C tried: weaker regularisation fits train closer
-        assert [h["C"] for h in r.history] == [0.01, 0.1, 1.0, 10.0]
-        losses = [h["train_loss"] for h in r.history]
-        assert losses == sorted(losses, reverse=True), losses
+    if strategy == "linear_probe":  # one row per (C, weighting): weaker regularisation fits train closer
+        assert [(h["C"], h["class_weighting"]) for h in r.history] == [
+            (c, w) for w in (True, False) for c in (0.01, 0.1, 1.0, 10.0)]
+        for w in (True, False):
+            losses = [h["train_loss"] for h in r.history if h["class_weighting"] == w]
+            assert losses == sorted(losses, reverse=True), losses
     else:  # the last epoch's weights moved away from the pretrained ones in the top group
         before = load_file(str(tiny_timm_dir / "model.safetensors"))
         last = load_file(str(tmp_path / "out" / "checkpoints" / "last.safetensors"))
@@ -183,7 +185,7 @@ def test_the_shipped_probe_is_refitted_on_train_and_val_and_calibrated(tmp_path,
     fit = manifest[manifest["split"].isin(["train", "val"])]
     x = embed_frame(view, fit, root, tmp_path / "cache")
     assert all("cv_macro_f1" in h for h in r.history)  # a small val: C chosen by cross-validation
-    c = p.train.probe_c[r.best_epoch]
+    c, weighted = probe_grid(p.train)[r.best_epoch]
     assert r.history[r.best_epoch]["cv_macro_f1"] == max(h["cv_macro_f1"] for h in r.history)
-    expected = refit_probe_head(x, fit["label"].map(labels.index).to_numpy(), len(labels), c, p.train)
+    expected = refit_probe_head(x, fit["label"].map(labels.index).to_numpy(), len(labels), c, weighted, p.train)
     assert torch.allclose(clf.head.weight * cal["temperature"], expected.weight, atol=1e-5)
