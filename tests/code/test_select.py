@@ -70,11 +70,12 @@ def test_run_select_writes_leaderboard_and_decision(tmp_path, colour_manifest, t
 @pytest.mark.parametrize(("n_min", "f1", "params", "modality", "expected"), [
     (20, 0.95, 1e6, "image", "partial"),  # small data, a good probe: a short fine-tune, kept only if it pays
     (20, 0.60, 1e6, "image", "partial"),
-    (500, 0.95, 1e6, "image", "gradual_unfreeze"),
+    (500, 0.95, 1e6, "image", "full"),
     (500, 0.60, 1e6, "image", "full"),
     (500, 0.95, 3e8, "text", "lora"),
     (20, 0.95, 3e8, "text", "lora"),
-    (100, 0.90, 1e6, "image", "gradual_unfreeze"),  # thresholds are inclusive
+    (100, 0.90, 1e6, "image", "full"),  # thresholds are inclusive
+    (99, 0.90, 1e6, "image", "partial"),
     (500, 0.998, 1e6, "image", "linear_probe"),  # nothing left to gain by train.min_gain=0.005
 ])
 def test_strategy_matrix(n_min, f1, params, modality, expected):  # n_min: the median class's size
