@@ -24,7 +24,12 @@ cells = st.one_of(st.text(max_size=20), st.sampled_from(["", " ", '"', '""', "\t
 encodings = st.sampled_from(["utf-8", "utf-16", "latin-1", "cp1252", "shift_jis", "ascii", "no-such-codec"])
 
 
-def _check_frame(frame, data):
+def _frame_or_data_error(path, data):
+    try:
+        frame = read_table(path, data)
+    except DataError as exc:
+        assert str(exc)
+        return
     assert data.text_column in frame.columns
     errors = frame.attrs[ROW_ERRORS]
     assert all(isinstance(k, int) and 0 <= k < len(frame) and v for k, v in errors.items())
@@ -41,12 +46,7 @@ def test_random_bytes_give_a_frame_or_a_data_error(tmp_path_factory, raw, ext, e
     cols = {} if header else {"columns": ["text", "label"]}
     data = parse_params({"data": {"encoding": encoding, "header": header, **cols,
                                   **({"format": "csv"} if ext == ".txt" else {})}}).data
-    try:
-        frame = read_table(path, data)
-    except DataError as exc:
-        assert str(exc)
-        return
-    _check_frame(frame, data)
+    _frame_or_data_error(path, data)
 
 
 @FUZZ
@@ -58,12 +58,7 @@ def test_random_delimited_tables_give_a_frame_or_a_data_error(tmp_path_factory, 
     path = tmp_path_factory.mktemp("tab") / f"data{ext}"
     path.write_bytes(text.encode(encoding if encoding != "no-such-codec" else "utf-8", "replace"))
     data = parse_params({"data": {"encoding": encoding}}).data
-    try:
-        frame = read_table(path, data)
-    except DataError as exc:
-        assert str(exc)
-        return
-    _check_frame(frame, data)
+    _frame_or_data_error(path, data)
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
@@ -80,12 +75,7 @@ def test_random_jsonl_gives_a_frame_or_a_data_error(tmp_path_factory, lines):
     path = tmp_path_factory.mktemp("jsonl") / "data.jsonl"
     path.write_text("\n".join(json.dumps(v) for v in lines) + "\n", encoding="utf-8")
     data = parse_params({}).data
-    try:
-        frame = read_table(path, data)
-    except DataError as exc:
-        assert str(exc)
-        return
-    _check_frame(frame, data)
+    _frame_or_data_error(path, data)
 
 
 yaml_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
