@@ -39,8 +39,9 @@ def _stage(name: str, params_file: str, dvc_mode: bool, up_to_date: bool = False
     logger = get_run_logger()
 
     def epoch(_e: int, row: dict[str, float]) -> None:
-        logger.info("epoch %d: %s", int(row["epoch"]) + 1,
-                    ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        what = "probe setting" if "C" in row else "epoch"  # the linear probe logs one row per (C, weighting)
+        logger.info("%s %d: %s", what, int(row["epoch"]) + 1,
+                    ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
 
     run_stage(name, p, Workspace.from_params(p, params_file), dvc_mode=dvc_mode, on_epoch=epoch)
     return name

@@ -15,7 +15,9 @@ removed and `quantization.json` beside the model says why (serving int8 then ref
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -66,7 +68,7 @@ def quantize(src: Path, dst: Path, modality: str, calibration: Iterator[dict[str
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="graft-int8-") as tmp:
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="graft-int8-") as tmp, _quiet_root():
         warnings.simplefilter("ignore")
         if modality == "image" and calibration is not None:
             pre = Path(tmp) / "pre.onnx"  # shape inference + graph optimisation, as onnxruntime advises
@@ -83,6 +85,19 @@ def quantize(src: Path, dst: Path, modality: str, calibration: Iterator[dict[str
         write_atomic(dst, lambda p: quantize_dynamic(str(src), str(p), weight_type=QuantType.QInt8,
                                                      per_channel=True))
         return "dynamic: per-channel int8 weights, activations quantised at run time"
+
+
+@contextlib.contextmanager
+def _quiet_root() -> Iterator[None]:
+    """onnxruntime's quantiser logs advice through the root logger ("consider pre-processing"),
+    which would land in every Prefect run log; its errors still raise."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _depthwise_convs(path: Path) -> list[str]:
