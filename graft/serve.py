@@ -246,10 +246,10 @@ def serve(params: Params, host: str | None = None, port: int | None = None) -> N
 
     if params.serve.model == "int8":  # refuse at start, with export's reason, rather than answer 503s
         try:
-            _name, model_dir = champion_dir(params.paths.registry)
+            name, model_dir = champion_dir(params.paths.registry)
         except ModelNotFound:
             pass  # no champion yet: the server waits for one
         else:
-            int8_path(model_dir)
+            int8_path(model_dir, name)
     uvicorn.run(create_app(params), host=host or params.serve.host, port=port or params.serve.port,
                 log_level="info")

@@ -136,8 +136,9 @@ def settle(report: Int8Report, model_dir: Path) -> None:
     write_json_atomic(model_dir / QUANTIZATION, report.to_dict())
 
 
-def int8_path(model_dir: Path) -> Path:
-    """The shipped int8 model of a model folder, or Int8NotShipped naming why it is absent."""
+def int8_path(model_dir: Path, name: str = "") -> Path:
+    """The shipped int8 model of a model folder (version `name`), or Int8NotShipped naming why it is absent."""
+    name = name or model_dir.name
     path = model_dir / INT8
     if path.exists():
         return path
@@ -145,7 +146,7 @@ def int8_path(model_dir: Path) -> Path:
     if record.exists():
         report = json.loads(record.read_text(encoding="utf-8"))
         why = "; ".join(report.get("reasons", [])) or "unknown"
-        raise Int8NotShipped(f"{model_dir.name} has no int8 model: export did not ship it ({why}). "
+        raise Int8NotShipped(f"{name} has no int8 model: export did not ship it ({why}). "
                              "Serve it with serve.model: fp32")
-    raise Int8NotShipped(f"{model_dir.name} has no int8 model (export.quantize was off when it was exported); "
+    raise Int8NotShipped(f"{name} has no int8 model (export.quantize was off when it was exported); "
                          "serve it with serve.model: fp32, or export again with export.quantize: true")

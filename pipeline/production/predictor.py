@@ -37,7 +37,7 @@ class Predictions:
 class Predictor:
     def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32"):
         self.dir = Path(model_dir)
-        onnx = int8_path(self.dir) if variant == "int8" else self.dir / "model.onnx"
+        onnx = int8_path(self.dir, version) if variant == "int8" else self.dir / "model.onnx"
         if not onnx.exists() or not (self.dir / "preprocess.json").exists():
             raise ModelNotFound(f"{onnx} (with preprocess.json beside it) does not exist; "
                                 "run `graft export` or `graft run` first")

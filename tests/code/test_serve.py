@@ -211,3 +211,14 @@ def test_killing_the_server_loses_no_answered_request(workspace):
     proc.terminate()
     proc.wait(timeout=60)
     assert len(read_log("production/log")) == 38
+
+
+def test_serving_int8_refuses_at_start_when_the_champion_has_none(workspace):
+    from typer.testing import CliRunner
+
+    from graft.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--set", "serve.model=int8"])
+    assert r.exit_code == 2, r.output
+    assert "v0001 has no int8 model (export.quantize was off when it was exported)" in r.output
+    assert "serve.model: fp32" in r.output
