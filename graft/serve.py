@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.core.errors import ModelNotFound
-from pipeline.core.inputs import InputRejected, check_text, kind, open_image
+from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind, open_image
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor
@@ -126,7 +126,7 @@ def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_
         try:
             image = open_image(data, name, max_pixels)
         except InputRejected as exc:
-            raise HTTPException(413 if "pixels, over the limit" in str(exc) else 422, detail=str(exc)) from None
+            raise HTTPException(413 if isinstance(exc, TooLarge) else 422, detail=str(exc)) from None
         inputs.append(predictor.image_input(image))
         names.append(name)
     return inputs, names

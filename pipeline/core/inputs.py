@@ -26,6 +26,10 @@ class InputRejected(GraftError):
     """One input (an image, a text) that cannot be classified; the message names it and why."""
 
 
+class TooLarge(InputRejected):
+    """An image whose declared size is over the pixel limit (a server answers 413, not 422)."""
+
+
 def is_blank(text: str) -> bool:
     return all(c.isspace() or c in INVISIBLE for c in text)
 
@@ -60,7 +64,7 @@ def open_image(source: bytes | Path, where: str, max_pixels: int = 0) -> Image.I
         with im:
             w, h = im.size
             if max_pixels and w * h > max_pixels:
-                raise InputRejected(f"{where} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                raise TooLarge(f"{where} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
                                     "(serve.max_pixels); downscale it")
             if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, over PIL's limit of {Image.MAX_IMAGE_PIXELS:,}")

@@ -73,7 +73,7 @@ def _read_delimited(path: Path, data: DataParams, tsv: bool) -> pd.DataFrame:
         reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         header = None if not data.header else next((r for r in reader if r), None)
         names = list(data.columns) or header or []
-        rows, errors, lines = [], {}, []
+        rows, errors = [], {}
         for record in reader:
             if not record or record == [""]:
                 continue
@@ -83,7 +83,6 @@ def _read_delimited(path: Path, data: DataParams, tsv: bool) -> pd.DataFrame:
                                      + ("remove it" if tsv else "quote the field") + " or fix the row")
                 record = [None] * len(names)
             rows.append(record)
-            lines.append(reader.line_num)
     if not names:
         raise DataError(f"{path} is empty; add a header row and rows of {data.text_column},{data.label_column}")
     frame = pd.DataFrame(rows, columns=names, dtype=object)

@@ -126,13 +126,13 @@ def content_conflicts(frame: pd.DataFrame, modality: str) -> dict[str, str]:
     copies disagree on the label (a label conflict: which one is right is for a person to say),
     and, when they agree, the copies outside the earliest split (train, val, test) they are in (a
     copy in a later split leaks training data into evaluation)."""
-    name = (lambda r: f"{r['path']}") if modality == "image" else (lambda r: f"{r['id']}")
+    key = "path" if modality == "image" else "id"  # how the user finds the row
     out: dict[str, str] = {}
     rows = frame[frame["sha256"].notna()]
     for _sha, group in rows[rows.duplicated("sha256", keep=False)].groupby("sha256", sort=False):
         members = group.to_dict("records")
         if group["label"].nunique() > 1:
-            listed = ", ".join(f"{name(r)} ({r['split']}) as '{r['label']}'" for r in members)
+            listed = ", ".join(f"{r[key]} ({r['split']}) as '{r['label']}'" for r in members)
             for r in members:
                 out[r["id"]] = (f"label conflict: the same content is labelled differently: {listed}; "
                                 "fix the wrong label or remove the copy")
@@ -140,7 +140,7 @@ def content_conflicts(frame: pd.DataFrame, modality: str) -> dict[str, str]:
         first = min(members, key=lambda r: SPLIT_ORDER.get(r["split"], len(SPLITS)))
         for r in members:
             if r["split"] != first["split"]:
-                out[r["id"]] = (f"the same content as {name(first)} in {first['split']}: a copy in {r['split']} "
+                out[r["id"]] = (f"the same content as {first[key]} in {first['split']}: a copy in {r['split']} "
                                 f"would leak it; the {first['split']} copy is kept (remove this one)")
     return out
 

@@ -165,8 +165,9 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                                  state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup, dist)
         logits, yv = predict_logits(clf, val_loader, device, amp=device.type == "cuda")
         val = classification_metrics(yv, logits, n)
-        state["seconds"] += time.perf_counter() - began
-        row = {"epoch": epoch, "seconds": round(time.perf_counter() - began, 1), "train_loss": train_loss,
+        took = time.perf_counter() - began
+        state["seconds"] += took
+        row = {"epoch": epoch, "seconds": round(took, 1), "train_loss": train_loss,
                "trainable_groups": k,
                "lr": opt.param_groups[-1]["lr"] / opt.param_groups[-1].get("lr_scale", 1.0),
                **{f"val_{m}": v for m, v in val.items()}}

@@ -93,7 +93,11 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     targets = {s: encode_labels(f["label"], labels, f"the {s} split").tolist() for s, f in frames.items()}
     n = len(labels)
     cache = Path(params.paths.cache)
-    feats = {s: embed_frame(backbone, f, root, cache, batch_size=tp.batch_size) for s, f in frames.items()}
+
+    def embedded(split: str) -> np.ndarray:  # frozen features, from the cache select filled
+        return embed_frame(backbone, frames[split], root, cache, batch_size=tp.batch_size)
+
+    feats = {s: embedded(s) for s in ("train", "val")}
     yv = np.array(targets["val"])
     head, probe_hist, probe_val, probe_best = fit_probe_head(feats["train"], np.array(targets["train"]), feats["val"],
                                                              yv, n, tp, log if strategy == "linear_probe" else None)
@@ -105,16 +109,25 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     if strategy == "linear_probe":
         history, val, best_epoch = probe_hist, probe_val, probe_best
         stopped = f"linear probe: {len(probe_hist)} values of train.probe_c tried"
-        with torch.no_grad():
-            val_logits = clf.head(torch.from_numpy(feats["val"])).numpy()
     else:
         history, val, best_epoch, stopped = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out,
                                              resume, log, probe_val)
-        loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size)
-        val_logits, _ = predict_logits(clf, loader, device, amp=device.type == "cuda")
-    calibration = _calibrate(clf, val_logits, yv, n, params.evaluate.ece_bins)
+    # the probe ships (linear_probe, or no fine-tuned epoch beat it): the backbone is the frozen one,
+    # so its logits come from the cached features instead of another pass of the network
+    frozen = strategy == "linear_probe" or best_epoch < 0
+
+    def logits_of(split: str) -> tuple[np.ndarray, np.ndarray]:
+        if frozen:
+            x = torch.from_numpy(feats[split] if split in feats else embedded(split))
+            with torch.no_grad():  # the head is on the fine-tuning device when a fine-tune was tried
+                logits = clf.head(x.to(clf.head.weight.device)).cpu().numpy()
+            return logits, np.array(targets[split])
+        loader = make_loader(backbone, frames[split], targets[split], root, batch_size=tp.batch_size)
+        return predict_logits(clf, loader, device, amp=device.type == "cuda")
+
+    calibration = _calibrate(clf, logits_of("val")[0], yv, n, params.evaluate.ece_bins)
     refit = "none: the backbone was tuned on train, val chose the epoch and the temperature"
-    if strategy == "linear_probe" or best_epoch < 0:  # the probe ships: refit it on every labelled example
+    if frozen:  # the probe ships: refit it on every labelled example
         head = refit_probe_head(np.vstack([feats["train"], feats["val"]]), np.r_[targets["train"], yv], n,
                                 c, weighted, tp)
         clf.head.load_state_dict(head.state_dict())
@@ -122,13 +135,8 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         refit = (f"the probe (C={c:g}, class weighting {'on' if weighted else 'off'}, chosen "
                  f"{'by cross-validation' if 'cv_macro_f1' in probe_hist[0] else 'on val'}) refitted on train + val "
                  f"({len(yv) + len(targets['train'])} examples); temperature fitted on val before the refit")
-    if strategy == "linear_probe":
-        with torch.no_grad():
-            test = classification_metrics(np.array(targets["test"]), clf.head(torch.from_numpy(feats["test"])).numpy(), n)
-    else:
-        loader = make_loader(backbone, frames["test"], targets["test"], root, batch_size=tp.batch_size)
-        logits, yt = predict_logits(clf, loader, device, amp=device.type == "cuda")
-        test = classification_metrics(yt, logits, n)
+    test_logits, yt = logits_of("test")
+    test = classification_metrics(yt, test_logits, n)
     clf.cpu()
     model_dir = out / MODEL
     if init_distributed(tp.device).main:
