@@ -277,7 +277,7 @@ def ingest(
 
 @command()
 def worker(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Serve the training, monitoring and ingest deployments (infra/deployments.py) on their schedules."""
+    """Serve the training, monitoring and ingest deployments (flows/deployments.py) on their schedules."""
     from graft.worker import run_worker
 
     run_worker(params, console)

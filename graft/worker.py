@@ -1,4 +1,4 @@
-"""`graft worker`: the deployments of infra/deployments.py, served on their schedules.
+"""`graft worker`: the deployments of flows/deployments.py, served on their schedules.
 
 With PREFECT_API_URL set, against that server. Without it, a local Prefect server is started
 first (`prefect server start`, its database under PREFECT_HOME) and stopped on exit: Prefect's
@@ -7,7 +7,6 @@ per-process temporary server does not run the scheduler, so schedules would neve
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,9 +17,6 @@ from pathlib import Path
 from rich.console import Console
 
 from graft.local_service import free_port, wait_until_up
-from pipeline.core.errors import GraftError
-
-DEPLOYMENTS = Path("infra/deployments.py")
 
 
 @contextmanager
@@ -51,14 +47,10 @@ def prefect_server(console: Console, timeout: float = 120) -> Iterator[str]:
 
 
 def run_worker(params_file: Path, console: Console) -> None:
-    if not DEPLOYMENTS.exists():
-        raise GraftError(f"{DEPLOYMENTS} not found: run `graft worker` from the repository root")
+    from flows.deployments import main
+
     with prefect_server(console):
-        spec = importlib.util.spec_from_file_location("graft_deployments", DEPLOYMENTS)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         try:
-            module.main(str(params_file))
+            main(str(params_file))
         except KeyboardInterrupt:
             console.print("worker stopped")

@@ -141,12 +141,9 @@ def test_monitoring_flow_triggers_training_on_drift_once(workspace):
 
 
 def test_deployments_are_declared_with_their_schedules(workspace):
-    import importlib.util
+    from flows.deployments import deployments
 
-    spec = importlib.util.spec_from_file_location("deployments", Path(__file__).parents[2] / "infra" / "deployments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    deps = {d.name: d for d in module.deployments("params.yaml")}
+    deps = {d.name: d for d in deployments("params.yaml")}
     assert set(deps) == {"graft-training", "graft-monitoring", "graft-ingest"}
     assert deps["graft-training"].schedules[0].schedule.cron == "0 3 * * 1"
     assert deps["graft-monitoring"].schedules[0].schedule.interval.total_seconds() == 3600

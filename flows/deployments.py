@@ -1,4 +1,4 @@
-"""graft's Prefect deployments, served by `graft worker` (or `python infra/deployments.py`).
+"""graft's Prefect deployments, served by `graft worker`.
 
     graft-training    training_flow, cron params.schedule.training_cron (weekly by default)
     graft-monitoring  monitoring_flow, every params.schedule.monitoring_minutes (hourly)
@@ -11,7 +11,6 @@ per-process temporary server runs no scheduler, so schedules would never fire th
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -40,12 +39,3 @@ def main(params_file: str = "params.yaml") -> None:
 
     serve(*deployments(params_file))
 
-
-if __name__ == "__main__":
-    from pathlib import Path
-
-    from rich.console import Console
-
-    from graft.worker import run_worker
-
-    run_worker(Path(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"), Console(stderr=True))
