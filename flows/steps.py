@@ -31,6 +31,7 @@ from pipeline.fingerprint import check_upstream, record
 from pipeline.release.gate import GateResult
 from pipeline.release.registry import Registry
 from pipeline.stages import NAMES, STAGE
+from pipeline.workspace import uses_resolved, write_resolved
 
 Reporter = Callable[[str, Any, Workspace], None]  # (stage, its result, the workspace) after an in-process stage
 EpochLog = Callable[[int, dict[str, float]], None]
@@ -162,6 +163,8 @@ def run_pipeline(params_file: str | Path, overrides: list[str] | None = None, *,
             say("dvc repro (unchanged stages are skipped)")
             summary_path = ws.gate / RUN_SUMMARY
             before = summary_path.stat().st_mtime_ns if summary_path.exists() else None
+            if uses_resolved():  # a `graft init` workspace: dvc.yaml reads params.yaml resolved
+                write_resolved(params_file)
             dvc("repro", echo=True)
             after = summary_path.stat().st_mtime_ns if summary_path.exists() else None
             return read_summary(ws, "dvc repro", ran=after != before)

@@ -16,8 +16,18 @@ class DvcLiveLog:
         from dvclive import Live
 
         try:
-            self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
-        except Exception as exc:  # a logger must not stop training (e.g. a git repo with no commit)
+            try:
+                self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+            except Exception as exc:
+                if "Empty git repo" not in str(exc):
+                    raise
+                # dvclive asks git for HEAD before it checks that a commit exists (a `git init`
+                # just done): without the DVC repository it still writes the plots DVC reads
+                from unittest import mock
+
+                with mock.patch("dvclive.live.get_dvc_repo", return_value=None):
+                    self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+        except Exception as exc:  # a logger must not stop training
             self.live = None
             (warn or logging.getLogger("graft").warning)(f"dvclive is off ({type(exc).__name__}: {exc}); every epoch is still in history.json")
 

@@ -283,6 +283,26 @@ def worker(params: ParamsOpt = Path("params.yaml")) -> None:
     run_worker(params, console)
 
 
+@command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="the workspace folder (created when missing)")] = Path("."),
+    data: Annotated[Path, typer.Option("--data", "-d", help="an image folder of class folders, or a CSV/TSV/Parquet/JSONL file")] = ...,  # type: ignore[assignment]
+    model: Annotated[str | None, typer.Option(help="the one candidate model (timm or Hugging Face name); default: graft's for the modality")] = None,
+    weights: Annotated[str | None, typer.Option(help="--model's weights: a .safetensors file, a model folder or package:<module>")] = None,
+    text_column: Annotated[str | None, typer.Option(help="tables: the column of texts (default: detected)")] = None,
+    label_column: Annotated[str | None, typer.Option(help="tables: the column of labels (default: detected)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rewrite params.yaml and dvc.yaml of an existing workspace")] = False,
+) -> None:
+    """Make DIRECTORY a graft workspace for your data: params.yaml, dvc.yaml, DVC (and git when there is one)."""
+    from graft.init import init_workspace
+
+    if weights and not model:
+        raise typer.BadParameter("--weights needs --model (the model those weights are for)")
+    result = init_workspace(directory, data, force=force, model=model, weights=weights,
+                            text_column=text_column, label_column=label_column)
+    render.init_summary(out, result)
+
+
 @command("demo-data")
 def demo_data(out_dir: Annotated[Path, typer.Option("--out", help="where to write")] = Path("data/raw"),
               seed: int = 0) -> None:

@@ -251,3 +251,20 @@ def stage_summary(console: Console, name: str, result: Any, ws: Workspace) -> No
     """One screen for a stage's result (None: the stage ran through DVC, which printed its own)."""
     if result is not None:
         _STAGE_SUMMARY[name](console, result, ws)
+
+
+def init_summary(console: Console, r: Any) -> None:
+    d = r.detected
+    what = (f"images: {d.rows} files in {len(d.labels)} class folders" if d.modality == "image" else
+            f"text table: {d.rows} rows, texts in '{d.text_column}', labels in '{d.label_column}'")
+    console.print(f"[bold]graft workspace[/] {esc(str(r.root))}")
+    console.print(f"  data     {esc(r.data_ref)} ({what})")
+    console.print(f"  labels   {esc(', '.join(d.labels[:12]))}{' ...' if len(d.labels) > 12 else ''} ({len(d.labels)})")
+    for note in d.notes:
+        console.print(f"  detected {esc(note)}")
+    console.print(f"  DVC      {'data tracked by dvc add' if r.tracked else 'data outside: versioned in dvc.lock'}; "
+                  f"scm: {r.scm}; remote: dvcstore/")
+    console.print(f"  wrote    {', '.join(r.written)}")
+    console.print("next:")
+    for line in r.next_commands:
+        console.print(f"  {esc(line)}")

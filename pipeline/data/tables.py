@@ -147,10 +147,8 @@ def _check_cells(frame: pd.DataFrame, data: DataParams, need_label: bool) -> Non
             frame.iat[i, frame.columns.get_loc(label)] = None
 
 
-def read_table(path: Path, data: DataParams, *, need_label: bool = True,
-               by_extension_first: bool = False) -> pd.DataFrame:
-    """The table's rows, strictly: frame.attrs[ROW_ERRORS] maps each bad row (by position) to
-    what is wrong with it (wrong field count, not JSON, a non-string text); its cells are None."""
+def read_frame(path: Path, data: DataParams, by_extension_first: bool = False) -> pd.DataFrame:
+    """The file's rows as they are, every column kept (read_table checks the columns graft needs)."""
     refuse_archive(path)
     fmt = table_format(path, data, by_extension_first)
     try:
@@ -169,6 +167,14 @@ def read_table(path: Path, data: DataParams, *, need_label: bool = True,
     except (ValueError, csv.Error, OSError) as exc:
         raise DataError(f"{path}: not a readable {fmt} file ({exc}); check data.format, "
                         "data.header and data.columns") from None
+    return frame
+
+
+def read_table(path: Path, data: DataParams, *, need_label: bool = True,
+               by_extension_first: bool = False) -> pd.DataFrame:
+    """The table's rows, strictly: frame.attrs[ROW_ERRORS] maps each bad row (by position) to
+    what is wrong with it (wrong field count, not JSON, a non-string text); its cells are None."""
+    frame = read_frame(path, data, by_extension_first)
     needed = [(data.text_column, "text_column")] + ([(data.label_column, "label_column")] if need_label else [])
     for col, key in needed:
         if col not in frame.columns:

@@ -1,7 +1,6 @@
 """The layout holds: pipeline/ is plain Python, flows/ only wires, no import cycles, and every
 stage has one name in the stage table, dvc.yaml, the CLI and the training flow."""
 
-import ast
 import re
 import subprocess
 import sys
@@ -10,67 +9,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.workspace import PACKAGES, closure, imported_names, module_file, project_imports
+
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("prefect", "dvc", "dvclive", "typer", "click", "fastapi", "uvicorn", "graft", "flows")
-PACKAGES = ("pipeline", "flows", "graft")
-
-
-def _module_file(name: str) -> Path | None:
-    base = REPO / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _imported_names(path: Path) -> set[str]:
-    """Every module named by an import anywhere in the file, inside functions too."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names}
-    return out
-
-
-def _project_imports(path: Path) -> set[str]:
-    """The project modules (files) a file imports; `from pkg import module` counts as the module."""
-    names = {n for n in _imported_names(path) if n.split(".")[0] in PACKAGES}
-    return {n for n in names if _module_file(n) and _module_file(n).name != "__init__.py"}
 
 
 def _module_name(path: Path) -> str:
     return ".".join(path.relative_to(REPO).with_suffix("").parts)
 
 
-def _closure(module: str) -> set[Path]:
-    seen: set[Path] = set()
-    todo = [module]
-    while todo:
-        f = _module_file(todo.pop())
-        if f is None or f in seen:
-            continue
-        seen.add(f)
-        todo += _project_imports(f)
-    return {f for f in seen if f.name != "__init__.py"}
-
-
 def test_pipeline_imports_no_framework_not_even_inside_functions():
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in sorted((REPO / "pipeline").rglob("*.py"))
-                 for n in _imported_names(p) if n.split(".")[0] in FORBIDDEN]
+                 for n in imported_names(p) if n.split(".")[0] in FORBIDDEN]
     assert not offenders, offenders
 
 
 def test_flows_import_nothing_from_graft():
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in sorted((REPO / "flows").rglob("*.py"))
-                 for n in _imported_names(p) if n.split(".")[0] == "graft"]
+                 for n in imported_names(p) if n.split(".")[0] == "graft"]
     assert not offenders, offenders
 
 
 def test_no_import_cycles_between_modules():
-    graph = {_module_name(p): {_module_name(_module_file(n)) for n in _project_imports(p)}
+    graph = {_module_name(p): {_module_name(module_file(n)) for n in project_imports(p)}
              for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if p.name != "__init__.py"}
     cycles, state = [], {}
 
@@ -154,7 +116,7 @@ def test_each_dvc_stage_depends_on_every_pipeline_module_it_imports(dvc_stages):
 
     for s in STAGES:
         deps = [REPO / dep for dep in dvc_stages[s.name]["deps"] if not dep.startswith("$")]
-        needed = _closure(s.entry.split(":")[0])
+        needed = closure(s.entry.split(":")[0])
         missing = sorted(str(f.relative_to(REPO)) for f in needed
                          if not any(f == dep or dep in f.parents for dep in deps))
         assert not missing, f"dvc.yaml stage {s.name} lacks deps {missing}"
