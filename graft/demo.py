@@ -33,6 +33,7 @@ from graft import render
 from graft.local_service import free_port, wait_until_up
 from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY, VALIDATION_HTML
 from pipeline.core.config import load_params
+from pipeline.core.errors import GraftError
 from pipeline.core.io import write_json_atomic
 from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo, text_rows
 
@@ -109,7 +110,8 @@ def run_demo(console: Console) -> dict[str, Any]:
     done: list[str] = []
     for modality, params_file in DEMOS.items():  # all data first: both live under the DVC-tracked data/raw
         if not params_file.exists():
-            raise FileNotFoundError(f"{params_file} not found: run the demo from the repository root")
+            raise GraftError(f"{params_file} not found: `graft demo` runs the demo workspaces of graft's source "
+                             "tree (run `make demo` there); for your own data, start with `graft init DIR --data PATH`")
         data = Path(load_params(params_file).data.path)
         if not data.exists():
             (make_image_demo if modality == "image" else make_text_demo)(data)
