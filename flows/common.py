@@ -1,7 +1,8 @@
-"""What the flows share: the retry policy and Prefect artifacts."""
+"""What the flows share: the retry policy, Prefect artifacts, and the workspace a worker serves."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -42,3 +43,14 @@ def markdown(key: str, text: str, description: str) -> None:
 def table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     if rows:
         create_table_artifact(rows, key=artifact_key(key), description=description)
+
+
+WORKSPACE_ENV = "GRAFT_WORKSPACE"
+
+
+def enter_workspace() -> None:
+    """A flow run started by `graft worker --pool` runs in a temporary folder; the worker names
+    its workspace (where params.yaml and the paths in it are) in GRAFT_WORKSPACE."""
+    folder = os.environ.get(WORKSPACE_ENV)
+    if folder:
+        os.chdir(folder)

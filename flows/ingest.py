@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import RETRY, markdown, transient_only
+from flows.common import RETRY, enter_workspace, markdown, transient_only
 from flows.steps import ingest_all
 from flows.training import trigger_training
 
@@ -25,6 +25,7 @@ def ingest_task(params_file: str, batch: str | None) -> list[dict[str, Any]]:
 @flow(name="ingest-flow", log_prints=True)
 def ingest_flow(params_file: str = "params.yaml", batch: str | None = None, train: bool = True) -> dict[str, Any]:
     """Validate and merge pending inbox batches (or `batch`); retrain when data was added."""
+    enter_workspace()
     logger = get_run_logger()
     results = ingest_task(params_file, batch)
     for r in results:

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import RETRY, markdown, table, transient_only
+from flows.common import RETRY, enter_workspace, markdown, table, transient_only
 from flows.training import trigger_training
 from pipeline.core.config import load_params
 from pipeline.production.monitor import DriftResult, run_monitor
@@ -27,6 +27,7 @@ def monitor_task(params_file: str) -> DriftResult:
 @flow(name="monitoring-flow", log_prints=True)
 def monitoring_flow(params_file: str = "params.yaml", retrain: bool = True) -> dict[str, Any]:
     """Drift report on the production log; triggers training_flow on drift."""
+    enter_workspace()
     logger = get_run_logger()
     r = monitor_task(params_file)
     logger.info("%s: %s (%d current records); %s", r.champion, r.decision, r.current_records, "; ".join(r.reasons))

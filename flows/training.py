@@ -11,12 +11,14 @@ summary become artifacts.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Cancelled
 
-from flows.common import RETRY, markdown, table, transient_only
+from flows.common import RETRY, enter_workspace, markdown, table, transient_only
 from flows.steps import (
     RunSummary,
     dvc_up_to_date,
@@ -28,7 +30,7 @@ from flows.steps import (
 )
 from pipeline.core.artifacts import LEADERBOARD, Workspace
 from pipeline.core.config import load_params
-from pipeline.release.registry import Registry
+from pipeline.release.registry import Registry, RegistryBusy
 from pipeline.stages import STAGES
 
 
@@ -85,8 +87,10 @@ def _artifacts(ws: Workspace, summary: RunSummary) -> None:
 
 
 @flow(name="training-flow", log_prints=True)
-def training_flow(params_file: str = "params.yaml", reason: str = "manual", ingest: bool = True) -> dict[str, Any]:
-    """Ingest pending batches, run the stages, gate/register/promote, push to the DVC remote."""
+def training_flow(params_file: str = "params.yaml", reason: str = "manual", ingest: bool = True) -> Any:
+    """Ingest pending batches, run the stages, gate/register/promote, push to the DVC remote.
+    Returns the run summary, or a Cancelled state named Skipped when the registry is busy."""
+    enter_workspace()
     logger = get_run_logger()
     logger.info("training because: %s", reason)
     p = load_params(params_file)
@@ -95,7 +99,12 @@ def training_flow(params_file: str = "params.yaml", reason: str = "manual", inge
         for batch in ingest_pending(params_file):
             logger.info("batch %s: %s", batch["batch"], "; ".join(batch["reasons"]))
     dvc_mode = via_dvc(params_file)
-    with Registry(p.paths.registry).lock():
+    with ExitStack() as held:
+        try:
+            held.enter_context(Registry(p.paths.registry).lock())
+        except RegistryBusy as exc:  # another training run (or `graft run`) is at work: a clear state, not a crash
+            logger.warning("not run: %s", exc)
+            return Cancelled(name="Skipped", message=f"not run: {exc}")
         up_to_date = dvc_mode and dvc_status()
         for name, stage_task in TASKS.items():
             stage_task(name, params_file, dvc_mode, up_to_date)

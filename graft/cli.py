@@ -276,11 +276,33 @@ def ingest(
 
 
 @command()
-def worker(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Serve the training, monitoring and ingest deployments (flows/deployments.py) on their schedules."""
-    from graft.worker import run_worker
+def worker(params: ParamsOpt = Path("params.yaml"),
+           pool: Annotated[str | None, typer.Option(help="run one work pool's flow runs from the server at "
+                                                          "PREFECT_API_URL (after `graft deploy`)")] = None,
+           limit: Annotated[int | None, typer.Option(help="--pool: at most this many flow runs at once")] = None) -> None:
+    """Serve the training, monitoring and ingest deployments (flows/deployments.py) on their schedules
+    from this machine; or, with --pool, be one of a team's workers."""
+    from graft.worker import run_pool_worker, run_worker
 
-    run_worker(params, console)
+    if pool:
+        run_pool_worker(pool, params, console, limit)
+    else:
+        run_worker(params, console)
+
+
+@command()
+def deploy(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Register the deployments, with their schedules and work pools, on the Prefect server at PREFECT_API_URL."""
+    from flows.deployments import register
+    from pipeline.core.errors import GraftError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise GraftError("graft deploy registers on a Prefect server: set PREFECT_API_URL to its API, e.g. "
+                         "http://prefect.internal:4200/api")
+    _load(params, None)
+    for r in register(str(params)):
+        out.print(f"{r.name}: pool {r.pool}{' (created)' if r.pool_created else ''}, schedule {r.schedule}")
+    out.print("start a worker for each pool where the project is installed: graft worker --pool NAME")
 
 
 @command()

@@ -54,3 +54,31 @@ def run_worker(params_file: Path, console: Console) -> None:
             main(str(params_file))
         except KeyboardInterrupt:
             console.print("worker stopped")
+
+
+def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int | None = None) -> None:
+    """`graft worker --pool NAME`: a Prefect process worker for one work pool of the server at
+    PREFECT_API_URL, running each flow run in this folder (the workspace: GRAFT_WORKSPACE)."""
+    from flows.common import WORKSPACE_ENV
+    from pipeline.core.config import load_params
+    from pipeline.core.errors import GraftError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise GraftError("graft worker --pool needs a Prefect server: set PREFECT_API_URL to its API, e.g. "
+                         "http://prefect.internal:4200/api (without --pool, graft worker serves every "
+                         "deployment from this machine alone)")
+    load_params(params_file)  # a workspace with a readable params file, or a clear error now
+    env = {**os.environ, WORKSPACE_ENV: str(Path.cwd())}
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+           *(["--limit", str(limit)] if limit else [])]
+    console.print(f"worker for pool {pool} on {os.environ['PREFECT_API_URL']}; workspace {Path.cwd()}")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=60)
+        console.print("worker stopped")
+        return
+    if rc:
+        raise GraftError(f"the Prefect worker for pool {pool} exited with status {rc} (its output is above)")

@@ -251,6 +251,10 @@ class ScheduleParams(Section):
     training_cron: str = Field("0 3 * * 1", description="training_flow: Mondays 03:00")
     monitoring_minutes: float = Field(60.0, gt=0, description="monitoring_flow interval")
     ingest_minutes: float = Field(5.0, gt=0, description="ingest_flow interval (the inbox)")
+    # `graft deploy`: the Prefect work pool each deployment runs on (`graft worker --pool NAME`)
+    training_pool: str = Field("graft-gpu", min_length=1, description="training_flow's work pool")
+    monitoring_pool: str = Field("graft-cpu", min_length=1, description="monitoring_flow's work pool")
+    ingest_pool: str = Field("graft-cpu", min_length=1, description="ingest_flow's work pool")
 
 
 class PathsParams(Section):

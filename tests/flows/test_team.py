@@ -1,0 +1,135 @@
+"""graft on a team's infrastructure: PostgreSQL, a Prefect server on it, `graft deploy`, and one
+`graft worker --pool` per pool, each in a workspace folder of its own as if on its own machine.
+
+The services are started and stopped by the test (tests/services.py), on loopback only. The
+two workspaces share the data, the inbox and the registry through absolute paths (a shared
+filesystem); their stage outputs are their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import spam_rows, spam_texts, text_params, write_rows
+from services import postgres, postgres_bin, prefect_server, psql
+
+from pipeline.release.registry import Registry
+
+pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("GRAFT_REQUIRE_SERVICES"),
+                                reason="PostgreSQL is not installed (.ci/run installs it)")
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _api(url: str, path: str, body: dict | None = None) -> object:
+    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"content-type": "application/json"}, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _runs(api: str) -> list[dict]:
+    """The flow runs due by now (not those the schedules created for later)."""
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    runs = _api(api, "/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC", "limit": 200,
+                                           "flow_runs": {"expected_start_time": {"before_": soon}}})
+    flows = {f["id"]: f["name"] for f in _api(api, "/flows/filter", {})}
+    return [{**r, "flow": flows.get(r["flow_id"], "?")} for r in runs]
+
+
+def _wait(api: str, done, what: str, timeout: float = 420) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = _runs(api)
+        if done(runs):
+            return runs
+        if time.monotonic() > deadline:
+            states = [(r["flow"], r["name"], r["state_type"], (r.get("state") or {}).get("message")) for r in runs]
+            raise AssertionError(f"timed out waiting for {what}: {states}")
+        time.sleep(2)
+
+
+def _workspace(folder: Path, shared: Path, bert: Path) -> Path:
+    folder.mkdir(parents=True)
+    params = text_params(str(shared / "data" / "t.csv"), bert, shared / "cache",
+                         paths={"registry": str(shared / "registry"), "inbox": str(shared / "inbox"),
+                                "log": str(shared / "log")},
+                         schedule={"training_cron": "0 3 1 1 *", "monitoring_minutes": 10000.0,
+                                   "ingest_minutes": 10000.0})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder
+
+
+def test_deployments_on_a_postgres_backed_server_run_on_two_pools(tmp_path, tiny_bert_dir):
+    shared = tmp_path / "shared"
+    spam_texts(shared / "data" / "t.csv", per_class=40)
+    cpu = _workspace(tmp_path / "cpu-machine", shared, tiny_bert_dir)
+    gpu = _workspace(tmp_path / "gpu-machine", shared, tiny_bert_dir)
+    (tmp_path / "prefect").mkdir()
+    start = time.perf_counter()
+    with postgres() as db, prefect_server(tmp_path / "prefect", db) as api:
+        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
+               "PREFECT_HOME": str(tmp_path / "prefect"), "NO_COLOR": "1", "COLUMNS": "200"}
+        graft = [sys.executable, "-m", "graft.cli"]
+        deployed = subprocess.run([*graft, "deploy"], cwd=cpu, env=env, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "training-flow/graft-training: pool graft-gpu (created)" in deployed.stdout
+        assert "ingest-flow/graft-ingest: pool graft-cpu (created)" in deployed.stdout
+        assert "monitoring-flow/graft-monitoring: pool graft-cpu" in deployed.stdout
+        training = _api(api, "/deployments/name/training-flow/graft-training")
+        assert training["work_pool_name"] == "graft-gpu" and training["entrypoint"] == "flows.training.training_flow"
+        assert training["global_concurrency_limit"]["limit"] == 1
+
+        workers = [subprocess.Popen([*graft, "worker", "--pool", pool], cwd=ws, env=env,
+                                    stdout=open(ws / "worker.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                   for pool, ws in (("graft-cpu", cpu), ("graft-gpu", gpu))]
+        try:
+            write_rows(shared / "inbox" / "batch-0001.csv", spam_rows(20, seed=5))
+            run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest-flow/graft-ingest"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stdout + run.stderr
+            runs = _wait(api, lambda rs: any(r["flow"] == "training-flow" and r["state_type"] in FINAL for r in rs)
+                         and all(r["state_type"] in FINAL for r in rs), "ingest, then the training it triggers")
+            by_flow = {r["flow"]: r for r in runs}
+            assert {r["flow"]: r["state_type"] for r in runs} == {"ingest-flow": "COMPLETED",
+                                                                 "training-flow": "COMPLETED"}, runs
+            assert by_flow["ingest-flow"]["work_pool_name"] == "graft-cpu"
+            assert by_flow["training-flow"]["work_pool_name"] == "graft-gpu"
+            assert (gpu / "outputs" / "train" / "model").is_dir() and not (cpu / "outputs").exists()
+            assert json.loads((shared / "registry" / "champion.json").read_text())["version"] == "v0001"
+            assert len((shared / "data" / "t.csv").read_text().splitlines()) == 1 + 80 + 40  # the batch merged
+
+            # the registry held by someone else: the training run ends in a clear state, not a crash
+            with Registry(shared / "registry").lock():
+                subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "training-flow/graft-training"],
+                               env=env, capture_output=True, text=True, timeout=120, check=True)
+                runs = _wait(api, lambda rs: len(rs) == 3 and all(r["state_type"] in FINAL for r in rs),
+                             "a training run while the registry is held")
+            skipped = runs[-1]
+            assert (skipped["state_type"], skipped["state_name"]) == ("CANCELLED", "Skipped"), skipped
+            assert "another graft run" in skipped["state"]["message"]
+            assert int(psql(db, "select count(*) from flow_run")) >= 3  # the server's state is in PostgreSQL
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(timeout=60)
+    print(f"\nPostgreSQL + Prefect server + deploy + 2 workers, ingest -> training on two pools: "
+          f"{time.perf_counter() - start:.0f} s")
+
+
+def test_graft_worker_pool_and_deploy_need_a_server(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    (tmp_path / "params.yaml").write_text("")
+    for args in (["worker", "--pool", "graft-cpu"], ["deploy"]):
+        proc = subprocess.run([sys.executable, "-m", "graft.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "PREFECT_API_URL" in proc.stderr, proc.stderr
