@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -257,3 +257,36 @@ def shifted_texts(n: int, seed: int = 0) -> list[str]:
     words = ["größe", "facture", "envío", "über", "quantum", "blockchain", "naïve", "café", "déjà", "vu",
              "straße", "mañana", "résumé", "zürich", "smörgåsbord"]
     return [" ".join(rng.choices(words, k=rng.randint(12, 25))) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- object storage
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server for the session (moto), with the AWS variables pointing at it."""
+    from services import S3_ENV, s3_server
+
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
+    with s3_server() as url:
+        os.environ.update(S3_ENV, AWS_ENDPOINT_URL=url)
+        try:
+            yield url
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    """A new, empty bucket: its s3:// URL."""
+    import fsspec
+
+    name = "graft-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    if not fs.exists(name):
+        fs.mkdir(name)
+    return f"s3://{name}"

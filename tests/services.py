@@ -1,5 +1,6 @@
 """Services a test starts and stops itself, on loopback only: PostgreSQL (Debian's `postgresql`
-package; `.ci/run` installs it when missing) and a Prefect server on it.
+package; `.ci/run` installs it when missing), a Prefect server on it, and an S3-compatible
+server (moto's server mode, from PyPI with the dev extras).
 
 PostgreSQL refuses to run as root, so as root (CI containers) initdb and the server run as the
 `postgres` user the package creates, in a temporary folder handed to it.
@@ -97,3 +98,21 @@ def prefect_server(home: Path, database_url: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its endpoint URL (AWS_ENDPOINT_URL)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/moto-api/", proc, 60, "moto's S3 server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "graft-test", "AWS_SECRET_ACCESS_KEY": "graft-test", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -1,9 +1,12 @@
-"""The production log: every served or scored prediction, as Parquet files partitioned by hour.
+"""The production log: every served or scored prediction, as Parquet files partitioned by hour,
+on a local disk or on object storage (paths.log: a path or an s3:// gs:// file:// URL).
 
-    production/log/date=2026-11-22/hour=14/part-<ns>-<pid>-<n>.parquet
+    production/log/date=2026-11-22/hour=14/part-<ns>-<host>-<pid>-<random>.parquet
 
-Each flush writes a new, complete part file (temp file, fsync, rename), so any number of
-workers and processes append without a lock and a reader never sees half a file. Records are
+Each flush writes a new, complete, immutable part (a rename locally, one PUT on object storage;
+never an append), named by time, host, process and a random suffix, so any number of servers
+on any number of machines write under one prefix without a lock or a collision, and a reader
+never sees half a file. Records are
 buffered in memory and flushed when `flush_records` are waiting, every `flush_seconds` by a
 background thread, and on close: a kill -9 loses at most the records of the last interval.
 Rows: timestamp (UTC), model_version, source, the input summary features, pred, confidence,
@@ -12,12 +15,14 @@ embedding (float32 list).
 
 from __future__ import annotations
 
-import itertools
+import io
 import os
+import socket
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -25,13 +30,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.io import write_atomic
+from pipeline.core.storage import Store
 
-_PARTS = itertools.count()
+_WRITER = f"{socket.gethostname()[:32]}-{os.getpid()}"
 
 
-def _part_dir(root: Path, ts: datetime) -> Path:
-    return root / f"date={ts:%Y-%m-%d}" / f"hour={ts:%H}"
+def _hour_parts(ts: datetime) -> tuple[str, str]:
+    return f"date={ts:%Y-%m-%d}", f"hour={ts:%H}"
 
 
 def _table(records: list[dict[str, Any]]) -> pa.Table:
@@ -43,7 +48,7 @@ def _table(records: list[dict[str, Any]]) -> pa.Table:
 
 class ProductionLog:
     def __init__(self, root: str | Path, flush_records: int = 50, flush_seconds: float = 5.0):
-        self.root = Path(root)
+        self.store = Store(root)
         self.flush_records, self.flush_seconds = flush_records, flush_seconds
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -65,13 +70,14 @@ class ProductionLog:
             batch, self._buffer = self._buffer, []
         if not batch:
             return 0
-        by_hour: dict[Path, list[dict[str, Any]]] = {}
+        by_hour: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in batch:
-            by_hour.setdefault(_part_dir(self.root, r["timestamp"]), []).append(r)
-        for folder, rows in by_hour.items():
-            name = f"part-{time.time_ns()}-{os.getpid()}-{next(_PARTS)}.parquet"
-            table = _table(rows)
-            write_atomic(folder / name, lambda p, t=table: pq.write_table(t, p))
+            by_hour.setdefault(_hour_parts(r["timestamp"]), []).append(r)
+        for hour, rows in by_hour.items():
+            buf = io.BytesIO()
+            pq.write_table(_table(rows), buf)
+            name = f"part-{time.time_ns()}-{_WRITER}-{uuid.uuid4().hex[:8]}.parquet"
+            self.store.put(buf.getvalue(), *hour, name)
         self.written += len(batch)
         return len(batch)
 
@@ -94,20 +100,25 @@ class ProductionLog:
 def read_log(root: str | Path, hours: float | None = None, last: int = 0,
              now: datetime | None = None) -> pd.DataFrame:
     """Records of the last `hours` (all when None), at most the latest `last` (0 = all), oldest first."""
-    root = Path(root)
+    store = Store(root)
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(hours=hours) if hours is not None else None
     files = []
-    for part in sorted(root.glob("date=*/hour=*/part-*.parquet")):
+    for key in store.glob("date=*/hour=*/part-*.parquet"):
+        part = PurePosixPath(str(key))
         if since is not None:
             hour = datetime.strptime(f"{part.parent.parent.name[5:]} {part.parent.name[5:]}",
                                      "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
             if hour + timedelta(hours=1) <= since:
                 continue
-        files.append(part)
+        files.append(key)
     if not files:
         return pd.DataFrame()
-    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    tables = []
+    for key in files:
+        with store.open(key) as fh:
+            tables.append(pq.read_table(fh).to_pandas())
+    frame = pd.concat(tables, ignore_index=True)
     if since is not None:
         frame = frame[frame["timestamp"] >= since]
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)

@@ -1,22 +1,29 @@
-"""The model registry: versioned models and an atomically replaced champion pointer.
+"""The model registry: versioned models and a champion pointer that moves atomically, on a
+local disk or on object storage (paths.registry: a path or an s3:// gs:// file:// URL).
 
     registry/
-      .lock                 held by one graft process at a time (fcntl), holder's pid inside
-      champion.json         {"version": "v0003", "history": ["v0001", "v0002"]}; replaced atomically
-      versions/v0001/       complete or absent: built in versions/.tmp-*, then renamed
-        model/ onnx/ metrics.json evaluation.json export.json gate.json card.md status.json
+      .lock                    one training run at a time (see lock())
+      champion/000003.json     the pointer, one object per move: {"version": "v0003", "history": [...]}
+      champion.json            a copy of the latest pointer, for people and tools to read
+      versions/v0001/.claim    the name, taken by an exclusive create before anything is written
+      versions/v0001/          model/ onnx/ metrics.json evaluation.json export.json gate.json card.md,
+                               then status.json last: a version without it is incomplete, never listed
 
-A version's status (blessed, rejected, needs_approval) lives in its status.json; which one is
-champion lives only in champion.json. A kill -9 at any moment leaves either the old or the new
-pointer and only complete versions; leftover temp folders are swept when the lock is next taken.
+Every write that must not race is an exclusive create (pipeline/core/storage.py): a version
+name is claimed by creating its .claim, and a promotion or rollback creates the next pointer
+object; when another writer created it first the move is refused (RegistryConflict), never
+lost or interleaved. A kill -9 at any moment leaves the old or the new pointer and versions
+that are complete or invisible. A version's status (blessed, rejected, needs_approval) lives in
+its status.json; which one is champion lives only in the pointer.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
-import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import GraftError, ModelNotFound
-from pipeline.core.io import write_json_atomic
+from pipeline.core.storage import Store
 
 STATUSES = ("blessed", "rejected", "needs_approval")
 _LOCK_ENV = "GRAFT_REGISTRY_LOCK"  # "<registry root>|<holder token>", inherited by child processes
@@ -43,38 +50,64 @@ class RegistryError(GraftError):
 @dataclass(frozen=True)
 class Version:
     name: str
-    path: Path
+    path: str  # where it is stored (a folder or a URL): for messages; Registry.local() gives files
     status: str
     created: str
     summary: dict[str, Any]
 
 
+class RegistryConflict(RegistryError):
+    """Another writer moved the pointer or took the version name first."""
+
+
+def cache_root() -> Path:
+    """Where versions of a remote registry are downloaded (GRAFT_CACHE_DIR, else ~/.cache/graft)."""
+    return Path(os.environ.get("GRAFT_CACHE_DIR") or Path.home() / ".cache" / "graft")
+
+
+STALE_LOCK_HOURS = 12.0  # a remote lock older than this is taken over: its holder is presumed dead
+
+
 class Registry:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.versions = self.root / "versions"
+        self.store = Store(root)
+        self.root: str | Path = Path(root) if self.store.is_local else str(root)
+
+    def where(self, *parts: str) -> str:
+        return self.store.show(*parts)
 
     # ---------------------------------------------------------------- locking
 
     @contextmanager
     def lock(self) -> Iterator[Registry]:
-        """Hold the registry for one process at a time; a second gets RegistryBusy at once.
+        """Hold the registry for one training run at a time; a second gets RegistryBusy at once.
+
+        On a local disk, fcntl.flock: the kernel drops it when the holder dies. On object
+        storage, a lock object created exclusively with its holder's host, pid and time, deleted
+        on exit; one left by a dead holder is taken over after STALE_LOCK_HOURS (and named in the
+        RegistryBusy message before that). A team's training runs are also limited to one at a
+        time by their Prefect deployment's concurrency limit.
 
         The holder passes a token to its child processes (GRAFT_REGISTRY_LOCK), so a stage that
         `graft run` starts through `dvc repro` (the gate) works under its parent's lock."""
-        self.versions.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - held across the yield, closed below
+        if not self.store.is_local:
+            with self._remote_lock():
+                yield self
+            return
+        root = Path(self.store.root)
+        (root / "versions").mkdir(parents=True, exist_ok=True)
+        fh = open(root / ".lock", "a+")  # noqa: SIM115 - held across the yield, closed below
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip()
             fh.close()
-            if holder and os.environ.get(_LOCK_ENV) == f"{self.root.resolve()}|{holder}":
+            if holder and os.environ.get(_LOCK_ENV) == f"{root.resolve()}|{holder}":
                 yield self  # held on this process's behalf by its parent (or itself)
                 return
-            raise RegistryBusy(f"another graft run (pid {holder.split(' ')[0] or 'unknown'}) is using {self.root}; "
-                               f"wait for it to finish, or stop it if it is stuck (its lock is {self.root / '.lock'})"
+            raise RegistryBusy(f"another graft run (pid {holder.split(' ')[0] or 'unknown'}) is using {root}; "
+                               f"wait for it to finish, or stop it if it is stuck (its lock is {root / '.lock'})"
                                ) from None
         token = f"{os.getpid()} {uuid.uuid4().hex}"
         previous = os.environ.get(_LOCK_ENV)
@@ -83,82 +116,129 @@ class Registry:
             fh.truncate()
             fh.write(token)
             fh.flush()
-            os.environ[_LOCK_ENV] = f"{self.root.resolve()}|{token}"
-            for stale in self.versions.glob(".tmp-*"):  # left by a process killed mid-write
-                shutil.rmtree(stale, ignore_errors=True)
+            os.environ[_LOCK_ENV] = f"{root.resolve()}|{token}"
             yield self
         finally:
-            if previous is None:
-                os.environ.pop(_LOCK_ENV, None)
-            else:
-                os.environ[_LOCK_ENV] = previous
+            _restore(previous)
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
 
+    @contextmanager
+    def _remote_lock(self) -> Iterator[None]:
+        token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
+        held_here = os.environ.get(_LOCK_ENV, "").split("|", 1)
+        if held_here[0] == self.store.location and self.store.exists(".lock") and \
+                self.store.read_json(".lock").get("token") == held_here[-1]:
+            yield  # held on this process's behalf by its parent
+            return
+        body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.time()}).encode()
+        if not self.store.create(body, ".lock"):
+            try:
+                holder = self.store.read_json(".lock")
+            except (FileNotFoundError, ValueError):
+                holder = {}
+            age_h = (time.time() - float(holder.get("since", time.time()))) / 3600
+            if age_h < STALE_LOCK_HOURS or not self._take_over(body):
+                raise RegistryBusy(
+                    f"another graft run (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, for "
+                    f"{age_h:.1f} h) is using {self.where()}; wait for it to finish, or delete "
+                    f"{self.where('.lock')} if that process is gone (it is taken over after {STALE_LOCK_HOURS:g} h)")
+        previous = os.environ.get(_LOCK_ENV)
+        os.environ[_LOCK_ENV] = f"{self.store.location}|{token}"
+        try:
+            yield
+        finally:
+            _restore(previous)
+            self.store.delete(".lock")
+
+    def _take_over(self, body: bytes) -> bool:
+        self.store.delete(".lock")
+        return self.store.create(body, ".lock")
+
     # ---------------------------------------------------------------- reading
 
-    def champion(self) -> str | None:
-        path = self.root / "champion.json"
-        return json.loads(path.read_text())["version"] if path.exists() else None
-
     def _pointer(self) -> dict[str, Any]:
-        path = self.root / "champion.json"
-        return json.loads(path.read_text()) if path.exists() else {"version": None, "history": []}
+        moves = [n for n in self.store.names("champion") if n.endswith(".json")]
+        if moves:
+            return {**self.store.read_json("champion", moves[-1]), "move": int(moves[-1].removesuffix(".json"))}
+        if self.store.exists("champion.json"):  # a registry from before the pointer objects
+            return {**self.store.read_json("champion.json"), "move": 0}
+        return {"version": None, "history": [], "move": 0}
+
+    def champion(self) -> str | None:
+        return self._pointer()["version"]
 
     def get(self, name: str) -> Version:
-        path = self.versions / name
-        if not (path / "status.json").exists():
+        try:
+            status = self.store.read_json("versions", name, "status.json")
+        except FileNotFoundError:
             known = ", ".join(v.name for v in self.list()) or "none"
-            raise RegistryError(f"no model version '{name}' in {self.versions} (versions: {known})")
-        status = json.loads((path / "status.json").read_text())
-        return Version(name, path, status["status"], status["created"], status.get("summary", {}))
+            raise RegistryError(f"no model version '{name}' in {self.where('versions')} (versions: {known})") from None
+        return Version(name, self.where("versions", name), status["status"], status["created"],
+                       status.get("summary", {}))
 
     def list(self) -> list[Version]:
-        if not self.versions.exists():
-            return []
-        names = sorted(p.name for p in self.versions.iterdir() if p.name.startswith("v") and p.is_dir())
-        return [self.get(n) for n in names]
+        names = [n for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
+        return [self.get(n) for n in names if self.store.exists("versions", n, "status.json")]
+
+    def local(self, name: str) -> Path:
+        """The version's files on this machine: its folder, or a cached download of a remote one
+        (versions never change once complete, apart from status.json)."""
+        self.get(name)
+        if self.store.is_local:
+            return Path(self.store.key("versions", name))
+        url_hash = hashlib.sha256(self.store.location.encode()).hexdigest()[:12]
+        return self.store.download(cache_root() / "registry" / url_hash / name, "versions", name)
 
     def next_name(self) -> str:
-        """The name the next registered version gets (stable while the lock is held)."""
-        return f"v{max((int(v.name[1:]) for v in self.list()), default=0) + 1:04d}"
+        """The next free version number (a claim makes it this writer's)."""
+        taken = [int(n[1:]) for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
+        return f"v{max(taken, default=0) + 1:04d}"
 
-    # ---------------------------------------------------------------- writing (hold the lock)
+    # ---------------------------------------------------------------- writing
 
     def register(self, files: dict[str, Path], status: str, summary: dict[str, Any], card: str) -> Version:
         """Copy `files` (name in the version -> source file or folder) into a new version."""
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}")
-        name = self.next_name()
-        tmp = self.versions / f".tmp-{name}-{os.getpid()}"
-        tmp.mkdir(parents=True)
+        for _ in range(100):
+            name = self.next_name()
+            if self.store.create(f"{os.getpid()} {socket.gethostname()}".encode(), "versions", name, ".claim"):
+                break
+        else:
+            raise RegistryConflict(f"could not claim a version name in {self.where('versions')}")
         for dest, src in files.items():
-            if src.is_dir():
-                shutil.copytree(src, tmp / dest)
-            else:
-                (tmp / dest).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, tmp / dest)
-        (tmp / "card.md").write_text(card, encoding="utf-8")
-        write_json_atomic(tmp / "status.json", {"status": status, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                "summary": summary})
-        os.replace(tmp, self.versions / name)  # the version appears complete, or not at all
+            self.store.upload(src, "versions", name, dest)
+        self.store.put(card.encode("utf-8"), "versions", name, "card.md")
+        self.store.put_json({"status": status, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summary},
+                            "versions", name, "status.json")  # last: the version is complete
         return self.get(name)
 
     def set_status(self, name: str, status: str) -> None:
         v = self.get(name)
-        write_json_atomic(v.path / "status.json", {"status": status, "created": v.created, "summary": v.summary})
+        self.store.put_json({"status": status, "created": v.created, "summary": v.summary},
+                            "versions", name, "status.json")
+
+    def _move(self, pointer: dict[str, Any], version: str, history: list[str]) -> None:
+        """Create the next pointer object; refused when another move created it first."""
+        value = {"version": version, "history": history}
+        if not self.store.create(json.dumps(value, indent=2).encode(), "champion", f"{pointer['move'] + 1:06d}.json"):
+            raise RegistryConflict(f"the champion of {self.where()} moved while this change was being made "
+                                   f"(now {self.champion()}); nothing was changed: check `graft models` and retry")
+        self.store.put_json(value, "champion.json")  # the readable copy
 
     def promote(self, name: str, allow: tuple[str, ...] = ("blessed",)) -> None:
-        """Make `name` the champion in one atomic pointer replacement; the old one is kept."""
+        """Make `name` the champion in one atomic pointer move; the old one is kept."""
         v = self.get(name)
         if v.status not in allow:
             raise RegistryError(f"{name} is {v.status}; only a blessed version becomes champion "
-                                f"(see {v.path / 'gate.json'} for why)")
+                                f"(see {v.path}/gate.json for why)")
         pointer = self._pointer()
         history = [*pointer["history"], pointer["version"]] if pointer["version"] not in (None, name) else pointer["history"]
-        write_json_atomic(self.root / "champion.json", {"version": name, "history": history})
+        self._move(pointer, name, history)
 
     def rollback(self) -> str:
         """The previous champion becomes champion again; returns its name."""
@@ -166,14 +246,21 @@ class Registry:
         if not pointer["history"]:
             raise RegistryError(f"nothing to roll back to: {pointer['version'] or 'no champion'} has no predecessor")
         previous = pointer["history"][-1]
-        write_json_atomic(self.root / "champion.json", {"version": previous, "history": pointer["history"][:-1]})
+        self._move(pointer, previous, pointer["history"][:-1])
         return previous
 
 
+def _restore(previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(_LOCK_ENV, None)
+    else:
+        os.environ[_LOCK_ENV] = previous
+
+
 def champion_dir(registry_root: str | Path) -> tuple[str, Path]:
-    """The champion's name and exported-model folder."""
+    """The champion's name and exported-model folder (downloaded when the registry is remote)."""
     registry = Registry(registry_root)
     name = registry.champion()
     if name is None:
-        raise ModelNotFound(f"no champion in {registry.root}: run `graft run` (or `graft promote VERSION`) first")
-    return name, registry.get(name).path / "onnx"
+        raise ModelNotFound(f"no champion in {registry.where()}: run `graft run` (or `graft promote VERSION`) first")
+    return name, registry.local(name) / "onnx"

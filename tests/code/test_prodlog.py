@@ -1,12 +1,17 @@
 """The production log: hourly Parquet parts, flushed by count and by time, safe for concurrent writers."""
 
 import multiprocessing as mp
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+from conftest import REPO
 
+from pipeline.core.storage import Store
 from pipeline.production.prodlog import ProductionLog, read_log
 
 
@@ -71,3 +76,24 @@ def test_windows_by_hours_and_by_count(tmp_path):
     assert read_log(tmp_path / "log", hours=1, now=later).empty
     assert len(read_log(tmp_path / "log", hours=4, now=later)) == 5
     assert list(read_log(tmp_path / "log", last=2)["source"]) == ["a3", "a4"]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pipeline.production.prodlog import ProductionLog
+    root, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    with ProductionLog(root, flush_records=7, flush_seconds=60) as log:
+        for i in range(n):
+            log.append([{"model_version": "v0001", "source": f"{tag}-{i}", "pred": "a", "confidence": 0.9,
+                         "embedding": [0.0, 1.0]}])
+""")
+
+
+def test_writers_on_two_machines_share_one_s3_prefix_without_losing_a_record(s3_bucket):
+    root = f"{s3_bucket}/production/log"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, root, "50", tag], cwd=REPO) for tag in ("a", "b")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    frame = read_log(root)
+    assert len(frame) == 100 and frame["source"].nunique() == 100
+    parts = Store(root).glob("date=*/hour=*/part-*.parquet")
+    assert len(parts) == len(set(parts)) >= 2 * 8  # 50 records in parts of 7: 8 immutable parts per writer

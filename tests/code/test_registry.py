@@ -38,7 +38,8 @@ def test_register_promote_rollback(tmp_path):
             reg.rollback()
         with pytest.raises(RegistryError, match=r"no model version 'v0009'.*v0001, v0002, v0003"):
             reg.get("v0009")
-    assert (reg.get("v0001").path / "card.md").read_text() == "# card a\n"
+    assert (reg.local("v0001") / "card.md").read_text() == "# card a\n"
+    assert json.loads((tmp_path / "registry" / "champion.json").read_text())["version"] == "v0001"
 
 
 def test_a_second_process_is_refused_while_the_lock_is_held(tmp_path):
@@ -88,11 +89,10 @@ def test_kill_9_at_any_moment_leaves_the_registry_consistent(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         reg = Registry(root)
-        with reg.lock():  # the lock is free again, and stale temp folders are swept
+        with reg.lock():  # the lock is free again
             versions = reg.list()
-            assert not list(reg.versions.glob(".tmp-*"))
             for v in versions:  # every visible version is complete
-                assert len(list((v.path / "model").iterdir())) == 20 and v.status == "blessed"
+                assert len(list((reg.local(v.name) / "model").iterdir())) == 20 and v.status == "blessed"
             champion = reg.champion()
             if champion is not None:
                 assert champion in {v.name for v in versions}
@@ -142,11 +142,78 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
     assert any(r.startswith("change.macro_f1.abs") for r in second["gate"]["reasons"])
     reg = Registry(tmp_path / "registry")
     assert reg.get("v0002").status == "rejected"
-    saved_gate = json.loads((reg.get("v0002").path / "gate.json").read_text())
+    saved_gate = json.loads((reg.local("v0002") / "gate.json").read_text())
     assert saved_gate["status"] == "rejected" and saved_gate["champion"] == "v0001"
-    card = (reg.get("v0002").path / "card.md").read_text()
+    card = (reg.local("v0002") / "card.md").read_text()
     assert card.startswith("# Model card: v0002") and "Compared with champion: v0001" in card
     assert "**Status:** rejected" in card and "| change.macro_f1.abs |" in card and "**fail**" in card
     assert "- Shipped weights: the probe (C=" in card and "refitted on train + val" in card
     assert "- Calibration: temperature " in card and "val ECE " in card
     assert "## int8\nnot produced (export.quantize is off)" in card
+
+
+# ---------------------------------------------------------------- on object storage (S3)
+
+
+def test_a_registry_on_s3_registers_promotes_and_serves_files_from_a_local_copy(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAFT_CACHE_DIR", str(tmp_path / "cache"))
+    reg = Registry(f"{s3_bucket}/registry")
+    with reg.lock():
+        v1 = _version(reg, tmp_path, tag="a")
+        reg.promote(v1.name)
+        v2 = _version(reg, tmp_path, tag="b")
+        reg.promote(v2.name)
+    other = Registry(f"{s3_bucket}/registry")  # another machine's view
+    assert other.champion() == "v0002" and [v.name for v in other.list()] == ["v0001", "v0002"]
+    assert v2.path == f"{s3_bucket}/registry/versions/v0002"
+    local = other.local("v0001")
+    assert local.is_relative_to(tmp_path / "cache") and (local / "card.md").read_text() == "# card a\n"
+    assert (local / "model" / "model.safetensors").read_bytes() == b"a" * 1000
+    assert other.rollback() == "v0001" and reg.champion() == "v0001"
+
+
+def test_a_pointer_move_made_from_a_stale_view_is_refused(s3_bucket, tmp_path):
+    from pipeline.release.registry import RegistryConflict
+
+    reg = Registry(f"{s3_bucket}/registry")
+    v1, v2 = _version(reg, tmp_path, tag="a"), _version(reg, tmp_path, tag="b")
+    reg.promote(v1.name)
+    seen = reg._pointer()  # a writer reads the pointer ...
+    Registry(f"{s3_bucket}/registry").promote(v2.name)  # ... another promotes first
+    with pytest.raises(RegistryConflict, match="moved while this change was being made"):
+        reg._move(seen, v1.name, [])
+    assert reg.champion() == "v0002"
+
+
+def test_a_version_name_claimed_elsewhere_is_skipped(s3_bucket, tmp_path):
+    reg = Registry(f"{s3_bucket}/registry")
+    assert reg.store.create(b"another writer", "versions", "v0001", ".claim")
+    assert _version(reg, tmp_path).name == "v0002"
+    assert [v.name for v in reg.list()] == ["v0002"]  # the claimed, unfinished v0001 is invisible
+
+
+def test_the_s3_lock_names_its_holder_and_a_stale_one_is_taken_over(s3_bucket, monkeypatch):
+    import pipeline.release.registry as registry
+
+    url = f"{s3_bucket}/registry"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pipeline.release.registry import Registry
+        with Registry({url!r}).lock():
+            print("locked", flush=True)
+            time.sleep(60)
+    """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RegistryBusy, match=rf"host .*, pid {holder.pid}, for 0.0 h\) is using s3://"), \
+                Registry(url).lock():
+            pass
+    finally:
+        holder.kill()  # dies holding the lock: nothing deletes it
+        holder.wait()
+    with pytest.raises(RegistryBusy, match=r"delete s3://.*/registry/\.lock if that process is gone"), Registry(url).lock():
+        pass
+    monkeypatch.setattr(registry, "STALE_LOCK_HOURS", 0.0)  # as if it had died long ago
+    with Registry(url).lock():
+        pass
+    assert not Registry(url).store.exists(".lock")
