@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -56,7 +57,7 @@ def run_worker(params_file: Path, console: Console) -> None:
             console.print("worker stopped")
 
 
-def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int | None = None) -> None:
+def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int | None = None) -> NoReturn:
     """`graft worker --pool NAME`: a Prefect process worker for one work pool of the server at
     PREFECT_API_URL, running each flow run in this folder (the workspace: GRAFT_WORKSPACE)."""
     from flows.common import WORKSPACE_ENV
@@ -72,13 +73,6 @@ def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int |
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
            *(["--limit", str(limit)] if limit else [])]
     console.print(f"worker for pool {pool} on {os.environ['PREFECT_API_URL']}; workspace {Path.cwd()}")
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=60)
-        console.print("worker stopped")
-        return
-    if rc:
-        raise GraftError(f"the Prefect worker for pool {pool} exited with status {rc} (its output is above)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)  # the worker replaces this process: signals reach it directly
