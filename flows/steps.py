@@ -181,7 +181,7 @@ def ingest_all(params_file: str | Path, batch: str | Path | None = None,
                overrides: list[str] | None = None) -> list[BatchResult]:
     """Ingest `batch`, or every pending inbox batch; `dvc add` the data once if anything merged."""
     p = load_params(params_file, overrides)
-    batches = [Path(batch)] if batch else pending(p.paths.inbox)
+    batches = [batch] if batch else pending(p.paths.inbox)
     results = [ingest_batch(p, b, p.paths.inbox) for b in batches]
     if any(r.accepted for r in results):
         tracked = tracking_file(p.data.path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -95,7 +94,7 @@ def training_flow(params_file: str = "params.yaml", reason: str = "manual", inge
     logger.info("training because: %s", reason)
     p = load_params(params_file)
     ws = Workspace.from_params(p, params_file)
-    if ingest and Path(p.paths.inbox).exists():
+    if ingest:
         for batch in ingest_pending(params_file):
             logger.info("batch %s: %s", batch["batch"], "; ".join(batch["reasons"]))
     dvc_mode = via_dvc(params_file)

@@ -11,6 +11,10 @@ image and text checks, quarantine limits; per-class split minimums do not apply 
 Its accepted rows are then merged into data.path: images copied into their class folders,
 text rows appended in the file's own format, each through a temp file and a rename. Versioning
 the merged data (`dvc add`) is the caller's step.
+
+paths.inbox may be a URL (s3://, gs://): a batch is then fetched into a temporary folder,
+handled the same way, and moved on the store (copied under processed/ or rejected/ with its
+report, then deleted from the inbox; a run killed between the two finds it again).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pipeline.core.artifacts import QUARANTINE, Workspace
 from pipeline.core.errors import DataError, GraftError
 from pipeline.core.io import copy_atomic, write_json_atomic
 from pipeline.core.params import MinPerClass, Params
+from pipeline.core.storage import Store, is_url
 from pipeline.data.prepare import run_prepare
 from pipeline.data.tables import append_rows, read_table
 from pipeline.data.validate import run_validate
@@ -48,12 +53,11 @@ class BatchResult:
         return self.__dict__.copy()
 
 
-def pending(inbox: str | Path) -> list[Path]:
-    """Batches waiting in the inbox, oldest name first."""
-    inbox = Path(inbox)
-    if not inbox.exists():
-        return []
-    return sorted(p for p in inbox.iterdir() if p.name not in (DONE, REJECTED) and not p.name.startswith("."))
+def pending(inbox: str | Path) -> list[str]:
+    """Batches waiting in the inbox (paths, or URLs for a remote inbox), oldest name first."""
+    store = Store(inbox)
+    names = [n for n in store.names() if n not in (DONE, REJECTED) and not n.startswith(".")]
+    return [store.show(n) if not store.is_local else str(Path(inbox) / n) for n in names]
 
 
 def _move(batch: Path, inbox: Path, where: str, report_dir: Path) -> Path:
@@ -64,6 +68,26 @@ def _move(batch: Path, inbox: Path, where: str, report_dir: Path) -> Path:
     shutil.move(str(batch), str(target))
     reports = target.with_name(target.name + ".report")
     shutil.copytree(report_dir, reports, dirs_exist_ok=True)
+    return target
+
+
+def _move_remote(local: Path, inbox: str, where: str, report_dir: Path) -> str:
+    store = Store(inbox)
+    name = local.name if not store.exists(where, local.name) else f"{local.name}-{pd.Timestamp.now('UTC'):%Y%m%d%H%M%S}"
+    store.upload(local, where, name)
+    store.upload(report_dir, where, f"{name}.report")
+    store.delete(local.name, recursive=True)
+    return store.show(where, name)
+
+
+def _fetch(batch: str, into: Path) -> Path:
+    """A remote batch (a file or a folder) as a local copy with the same name."""
+    parent, _, name = batch.rstrip("/").rpartition("/")
+    store, target = Store(parent), into / name
+    into.mkdir(parents=True, exist_ok=True)
+    if store.fs.isdir(store.key(name)):
+        return store.download(target, name)
+    target.write_bytes(store.read_bytes(name))
     return target
 
 
@@ -95,17 +119,22 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
 
     The batch is then moved to inbox/processed or inbox/rejected with its report (when it is in
     the inbox). Nothing in data.path changes for a rejected batch."""
-    batch = Path(batch)
-    inbox = Path(inbox or p.paths.inbox)
+    inbox = str(inbox or p.paths.inbox)
     data_path = Path(p.data.path)
-    if not batch.exists():
+    remote = is_url(batch)
+    if not remote and not Path(batch).exists():
         raise DataError(f"batch {batch} does not exist")
     if not data_path.exists():
         raise DataError(f"data.path {data_path} does not exist: a batch is merged into an existing dataset")
-    result = BatchResult(batch.name, accepted=False)
-    in_inbox = batch.resolve().parent == inbox.resolve()
     with tempfile.TemporaryDirectory(prefix="graft-ingest-") as tmp:
         work = Path(tmp)
+        if remote:
+            in_inbox = str(batch).rstrip("/").rpartition("/")[0] == inbox.rstrip("/")
+            batch = _fetch(str(batch), work / "fetched")  # the local copy stands for it
+        else:
+            batch = Path(batch)
+            in_inbox = not is_url(inbox) and batch.resolve().parent == Path(inbox).resolve()
+        result = BatchResult(batch.name, accepted=False)
         loose = MinPerClass(train=0, val=0, test=0)  # a batch need not cover every class in every split
         bp = p.model_copy(update={"validate_": p.validate_.model_copy(update={"min_per_class": loose})})
         try:
@@ -133,5 +162,7 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
         report_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(report_dir / "ingest.json", result.to_dict())
         if in_inbox:
-            result.moved_to = str(_move(batch, inbox, DONE if result.accepted else REJECTED, report_dir))
+            where = DONE if result.accepted else REJECTED
+            result.moved_to = (_move_remote(batch, inbox, where, report_dir) if remote
+                               else str(_move(batch, Path(inbox), where, report_dir)))
     return result

@@ -62,6 +62,27 @@ def test_ingest_command_merges_a_batch_and_rejects_another(workspace):
     assert runner.invoke(app, ["ingest"]).output.startswith("nothing to ingest")
 
 
+def test_ingest_from_an_inbox_on_s3_merges_and_moves_the_batches_there(workspace, s3_bucket):
+    import fsspec
+
+    inbox = f"{s3_bucket}/inbox"
+    fs = fsspec.filesystem("s3")
+    fs.pipe_file(f"{inbox.removeprefix('s3://')}/good.csv", b"text,label\nfree cash prize now,spam\nsee you at lunch,ham\n")
+    fs.pipe_file(f"{inbox.removeprefix('s3://')}/bad.csv", b"text,label\nhello,eggs\n")
+    before = Path("data/t.csv").read_text()
+    r = runner.invoke(app, ["ingest", "--set", f"paths.inbox={inbox}"])
+    assert r.exit_code == 0, r.output
+    assert "good.csv: merged" in r.output and "bad.csv: rejected" in r.output and "eggs" in r.output
+    assert Path("data/t.csv").read_text() == before + "free cash prize now,spam\nsee you at lunch,ham\n"
+    fs.invalidate_cache()
+    left = sorted(p.rsplit("/", 1)[-1] for p in fs.find(inbox.removeprefix("s3://")))
+    assert "good.csv" in left and "bad.csv" in left and "ingest.json" in left  # under processed/ and rejected/
+    assert fs.exists(f"{inbox.removeprefix('s3://')}/processed/good.csv")
+    assert fs.exists(f"{inbox.removeprefix('s3://')}/rejected/bad.csv.report/ingest.json")
+    assert not fs.exists(f"{inbox.removeprefix('s3://')}/good.csv")
+    assert runner.invoke(app, ["ingest", "--set", f"paths.inbox={inbox}"]).output.startswith("nothing to ingest")
+
+
 def test_score_skips_and_names_what_is_not_a_text_and_scores_the_rest(workspace):
     import json
 
