@@ -232,7 +232,7 @@ def score(
 
     p = _load(params, set_)
     if version:
-        name, model_dir = version, Registry(p.paths.registry).local(version) / "onnx"
+        name, model_dir = version, Registry(p.paths.registry).local(version, "onnx")
     else:
         name, model_dir = champion_dir(p.paths.registry)
     predictor = Predictor(model_dir, name, p.serve.model)

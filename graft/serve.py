@@ -232,7 +232,7 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
     def model() -> dict[str, Any]:
         p = champion.get()
         v = champion.registry.get(p.version)
-        card = champion.registry.local(p.version) / "card.md"
+        card = champion.registry.local(p.version, "card.md")
         return {"version": p.version, "status": v.status, "created": v.created, "model": p.model_name,
                 "modality": p.modality, "labels": p.labels, "provider": p.provider, "variant": sp.model,
                 "test_metrics": v.summary.get("test", {}),

@@ -125,15 +125,20 @@ class Store:
             self.fs.put_file(str(source), self.key(*parts))
 
     def download(self, target: Path, *parts: str) -> Path:
-        """The folder under `parts` into `target` (complete or absent: fetched beside it, then renamed)."""
+        """The file or folder under `parts` into `target`, complete or absent: fetched beside it,
+        then renamed (two processes fetching the same thing both end with one whole copy)."""
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
         try:
-            prefix = self.key(*parts)
-            for key in self.fs.find(prefix):
-                rel = PurePosixPath(str(key)).relative_to(PurePosixPath(prefix.rstrip("/")))
+            prefix = PurePosixPath(self.key(*parts).rstrip("/"))
+            if self.fs.isfile(str(prefix)):
+                self.fs.get_file(str(prefix), str(tmp / "file"))
+                os.rename(tmp / "file", target)
+                return target
+            for key in self.fs.find(str(prefix)):
+                rel = PurePosixPath(str(key)).relative_to(prefix)
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(key, str(tmp / rel))
             os.rename(tmp, target)

@@ -103,7 +103,7 @@ def score_champion(registry: Registry, test: pd.DataFrame, root: Path) -> Champi
     name = registry.champion()
     if name is None:
         return None
-    clf, info, view = load_trained(registry.local(name) / MODEL)
+    clf, info, view = load_trained(registry.local(name, MODEL))
     labels = info["labels"]
     y = encode_labels(test["label"], labels, f"the test split (scored by the champion {name}; "
                                               "set gate.change: {} to skip the comparison)")
@@ -124,7 +124,7 @@ def _backfill_reference(version_onnx: Path, exported_model: Path) -> None:
 
 
 def _unchanged(registry: Registry, current: str, ws: Workspace) -> GateResult:
-    _backfill_reference(registry.local(current) / "onnx", ws.export / MODEL)
+    _backfill_reference(registry.local(current, "onnx"), ws.export / MODEL)
     summary = registry.get(current).summary
     decision = GateDecision("unchanged", [], [f"the trained model is identical to the champion {current}: "
                                               "nothing to gate"])
@@ -136,7 +136,7 @@ def gate_challenger(params: Params, ws: Workspace, registry: Registry) -> GateRe
     """Core, under the registry lock the caller holds: decide, register, promote when blessed."""
     current = registry.champion()
     if current and _sha256(ws.train / MODEL / "model.safetensors") == _sha256(
-            registry.local(current) / MODEL / "model.safetensors"):
+            registry.local(current, MODEL) / "model.safetensors"):
         return _unchanged(registry, current, ws)
     metrics, exported = challenger_metrics(ws)
     evaluation = json.loads(require(ws.evaluate / EVALUATION, "evaluate").read_text(encoding="utf-8"))

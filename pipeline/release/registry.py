@@ -3,7 +3,8 @@ local disk or on object storage (paths.registry: a path or an s3:// gs:// file:/
 
     registry/
       .lock                    one training run at a time (see lock())
-      champion/000003.json     the pointer, one object per move: {"version": "v0003", "history": [...]}
+      champion/000003.json     the pointer, one object per move: {"version": "v0003", "history": [...],
+                               "moved_at": ..., "by": host and pid}
       champion.json            a copy of the latest pointer, for people and tools to read
       versions/v0001/.claim    the name, taken by an exclusive create before anything is written
       versions/v0001/          model/ onnx/ metrics.json evaluation.json export.json gate.json card.md,
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +186,16 @@ class Registry:
         names = [n for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
         return [self.get(n) for n in names if self.store.exists("versions", n, "status.json")]
 
-    def local(self, name: str) -> Path:
-        """The version's files on this machine: its folder, or a cached download of a remote one
-        (versions never change once complete, apart from status.json)."""
+    def local(self, name: str, part: str = "") -> Path:
+        """A version's files on this machine (all of them, or one `part`: "onnx", "card.md"): its
+        folder, or a cached download from a remote registry (versions never change once
+        complete, apart from status.json)."""
         self.get(name)
+        parts = ("versions", name, *([part] if part else []))
         if self.store.is_local:
-            return Path(self.store.key("versions", name))
+            return Path(self.store.key(*parts))
         url_hash = hashlib.sha256(self.store.location.encode()).hexdigest()[:12]
-        return self.store.download(cache_root() / "registry" / url_hash / name, "versions", name)
+        return self.store.download(cache_root() / "registry" / url_hash / name / (part or "all"), *parts)
 
     def next_name(self) -> str:
         """The next free version number (a claim makes it this writer's)."""
@@ -224,7 +228,8 @@ class Registry:
 
     def _move(self, pointer: dict[str, Any], version: str, history: list[str]) -> None:
         """Create the next pointer object; refused when another move created it first."""
-        value = {"version": version, "history": history}
+        value = {"version": version, "history": history,
+                 "moved_at": datetime.now(timezone.utc).isoformat(), "by": f"{socket.gethostname()} pid {os.getpid()}"}
         if not self.store.create(json.dumps(value, indent=2).encode(), "champion", f"{pointer['move'] + 1:06d}.json"):
             raise RegistryConflict(f"the champion of {self.where()} moved while this change was being made "
                                    f"(now {self.champion()}); nothing was changed: check `graft models` and retry")
@@ -263,4 +268,4 @@ def champion_dir(registry_root: str | Path) -> tuple[str, Path]:
     name = registry.champion()
     if name is None:
         raise ModelNotFound(f"no champion in {registry.where()}: run `graft run` (or `graft promote VERSION`) first")
-    return name, registry.local(name) / "onnx"
+    return name, registry.local(name, "onnx")

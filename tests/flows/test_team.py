@@ -13,13 +13,14 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import spam_rows, spam_texts, text_params, write_rows
+from conftest import shifted_texts, spam_rows, spam_texts, text_params, write_rows
 from services import postgres, postgres_bin, prefect_server, psql
 
 from pipeline.release.registry import Registry
@@ -133,3 +134,128 @@ def test_graft_worker_pool_and_deploy_need_a_server(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "graft.cli", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "PREFECT_API_URL" in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------- the whole loop across processes
+
+
+def _health(port: int) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())
+    except OSError:
+        return {}
+
+
+def _predict(port: int, texts: list[str]) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"texts": texts}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+
+
+def test_the_production_loop_across_machines_on_postgres_and_s3(tmp_path, tiny_bert_dir, s3_bucket):
+    """S3 inbox -> ingest (CPU pool) -> training (GPU pool) -> gate -> promotion on S3 -> two serving
+    replicas switch -> traffic logged by both under one S3 prefix -> monitoring reads every record
+    -> drift -> training triggered on the GPU pool; every flow run's final state from the server."""
+    import fsspec
+
+    start = time.perf_counter()
+    shared = tmp_path / "shared"  # the dataset: a shared filesystem path
+    spam_texts(shared / "data" / "t.csv", per_class=40)
+    store = {"registry": f"{s3_bucket}/registry", "log": f"{s3_bucket}/production/log",
+             "inbox": f"{s3_bucket}/inbox"}
+    params = text_params(str(shared / "data" / "t.csv"), tiny_bert_dir, shared / "cache", paths=store,
+                         schedule={"training_cron": "0 3 1 1 *", "monitoring_minutes": 10000.0,
+                                   "ingest_minutes": 10000.0},
+                         serve={"reload_seconds": 1.0, "flush_seconds": 0.5, "flush_records": 20})
+    machines = {}
+    for name in ("cpu-machine", "gpu-machine", "serve-a", "serve-b"):
+        machines[name] = tmp_path / name
+        machines[name].mkdir()
+        (machines[name] / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "prefect").mkdir()
+    procs: list[subprocess.Popen] = []
+    with postgres() as db, prefect_server(tmp_path / "prefect", db) as api:
+        def env(machine: str) -> dict[str, str]:
+            return {**os.environ, "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
+                    "PREFECT_HOME": str(tmp_path / "prefect"), "GRAFT_CACHE_DIR": str(tmp_path / machine / ".cache"),
+                    "NO_COLOR": "1"}
+
+        graft = [sys.executable, "-m", "graft.cli"]
+        subprocess.run([*graft, "deploy"], cwd=machines["cpu-machine"], env=env("cpu-machine"), check=True,
+                       capture_output=True, timeout=300)
+        try:
+            for pool, machine in (("graft-cpu", "cpu-machine"), ("graft-gpu", "gpu-machine")):
+                procs.append(subprocess.Popen([*graft, "worker", "--pool", pool], cwd=machines[machine],
+                                              env=env(machine), stdout=open(machines[machine] / "worker.log", "w"),  # noqa: SIM115
+                                              stderr=subprocess.STDOUT))
+            ports = {}
+            for machine in ("serve-a", "serve-b"):
+                from graft.local_service import free_port
+
+                ports[machine] = free_port()
+                procs.append(subprocess.Popen([*graft, "serve", "--port", str(ports[machine])], cwd=machines[machine],
+                                              env=env(machine), stdout=open(machines[machine] / "serve.log", "w"),  # noqa: SIM115
+                                              stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 180
+            while any(_health(p).get("status") != "unavailable" for p in ports.values()):  # up, no champion yet
+                assert time.monotonic() < deadline, [_health(p) for p in ports.values()]
+                time.sleep(0.5)
+
+            # a new labelled batch lands in the S3 inbox
+            fs = fsspec.filesystem("s3")
+            rows = "".join(f"{t},{lbl}\n" for t, lbl in spam_rows(20, seed=5))
+            fs.pipe_file(f"{store['inbox'].removeprefix('s3://')}/batch-0001.csv", ("text,label\n" + rows).encode())
+            subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "ingest-flow/graft-ingest"],
+                           env=env("cpu-machine"), check=True, capture_output=True, timeout=120)
+
+            # the replicas switch to the champion within serve.reload_seconds of the promotion
+            switched: dict[str, float] = {}
+            deadline = time.monotonic() + 420
+            while len(switched) < 2:
+                assert time.monotonic() < deadline, ("no switch", _runs(api), [_health(p) for p in ports.values()])
+                for machine, port in ports.items():
+                    if machine not in switched and _health(port).get("model_version") == "v0001":
+                        switched[machine] = time.time()
+                time.sleep(0.1)
+            pointer = Registry(store["registry"])._pointer()
+            promoted = datetime.fromisoformat(pointer["moved_at"]).timestamp()
+            seconds = {m: round(t - promoted, 1) for m, t in switched.items()}
+            assert pointer["version"] == "v0001" and all(
+                0 <= s <= params["serve"]["reload_seconds"] + 5.0 for s in seconds.values()), seconds  # + load time
+
+            # traffic the model never saw, through both replicas, logged under one S3 prefix
+            sent = {"serve-a": 0, "serve-b": 0}
+            texts = shifted_texts(120, seed=3)
+            for i in range(0, len(texts), 10):
+                machine = "serve-a" if (i // 10) % 2 == 0 else "serve-b"
+                _predict(ports[machine], texts[i:i + 10])
+                sent[machine] += 10
+            deadline = time.monotonic() + 60
+            while sum(_health(p).get("logged", 0) for p in ports.values()) < sum(sent.values()):
+                assert time.monotonic() < deadline, [_health(p) for p in ports.values()]
+                time.sleep(0.5)
+
+            subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "monitoring-flow/graft-monitoring"],
+                           env=env("cpu-machine"), check=True, capture_output=True, timeout=120)
+            runs = _wait(api, lambda rs: sum(r["flow"] == "training-flow" for r in rs) == 2
+                         and all(r["state_type"] in FINAL for r in rs), "monitoring, then the training it triggers")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=60)
+    states: dict[str, int] = {}
+    for r in runs:
+        states[f"{r['flow']}: {r['state_type']}"] = states.get(f"{r['flow']}: {r['state_type']}", 0) + 1
+    assert states == {"ingest-flow: COMPLETED": 1, "training-flow: COMPLETED": 2, "monitoring-flow: COMPLETED": 1}, runs
+    assert {r["flow"]: r["work_pool_name"] for r in runs} == {"ingest-flow": "graft-cpu", "monitoring-flow": "graft-cpu",
+                                                               "training-flow": "graft-gpu"}
+    drift = json.loads((machines["cpu-machine"] / "outputs" / "monitor" / "drift.json").read_text())
+    written = sum(sent.values())
+    assert drift["current_records"] == written and drift["decision"] == "drift" and drift["trigger"], drift
+    print(f"\nthe loop across machines: {time.perf_counter() - start:.0f} s; flow runs {states}; records written "
+          f"{written}, read by monitoring {drift['current_records']}; seconds to switch after promotion {seconds}")
