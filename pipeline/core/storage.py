@@ -86,7 +86,7 @@ class Store:
             self.fs.pipe_file(self.key(*parts), data)
 
     def put_json(self, value: Any, *parts: str) -> None:
-        self.put(json.dumps(value, indent=2).encode(), *parts)
+        self.put((json.dumps(value, indent=2, default=str) + "\n").encode(), *parts)
 
     def create(self, data: bytes, *parts: str) -> bool:
         """Write one object only if it does not exist; False when it already did."""

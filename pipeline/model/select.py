@@ -169,7 +169,7 @@ def choose_strategy(sp: SelectParams, modality: str, n_typical: int, probe_f1: f
     return strategy, [*reasons, why]
 
 
-def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: Path,
+def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: str,
            sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int) -> CandidateScore:
     try:
         backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length,
@@ -207,7 +207,7 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     modality = str(manifest["modality"].iloc[0])
     sample = stratified_sample(train, sp.sample_per_class, params.prepare.seed)
     y = encode_labels(sample["label"], labels, "the training sample")
-    scores = [_score(cand, sample, y, root, Path(params.paths.cache), sp, params.prepare.seed, modality,
+    scores = [_score(cand, sample, y, root, params.paths.cache, sp, params.prepare.seed, modality,
                      params.train.max_length, len(labels)) for cand in sp.candidates]
     usable = [s for s in scores if s.status == "ok"]
     if not usable:
@@ -236,7 +236,7 @@ def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str]
     xy = {}
     for split in ("train", "val"):
         frame = manifest[manifest["split"] == split]
-        xy[split] = (embed_frame(backbone, frame, root, Path(params.paths.cache), batch_size=params.select.batch_size),
+        xy[split] = (embed_frame(backbone, frame, root, params.paths.cache, batch_size=params.select.batch_size),
                      encode_labels(frame["label"], labels, f"the {split} split"))
     return fit_probe_head(*xy["train"], *xy["val"], len(labels), params.train)[2]
 

@@ -92,7 +92,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
                              "(check validate.min_per_class)")
     targets = {s: encode_labels(f["label"], labels, f"the {s} split").tolist() for s, f in frames.items()}
     n = len(labels)
-    cache = Path(params.paths.cache)
+    cache = params.paths.cache
 
     def embedded(split: str) -> np.ndarray:  # frozen features, from the cache select filled
         return embed_frame(backbone, frames[split], root, cache, batch_size=tp.batch_size)

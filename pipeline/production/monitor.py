@@ -14,6 +14,7 @@ EmbeddingsDrift (classifier ROC AUC) on the same number of rows from each side. 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import write_atomic, write_json_atomic
 from pipeline.core.params import MonitorParams, Params
+from pipeline.core.storage import Store
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
@@ -165,18 +166,28 @@ def drift_decision(per_col: dict[str, dict[str, Any]], emb: dict[str, Any], rule
 
 # ------------------------------------------------------------------------ the stage
 
-def _state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+def _state(out: Store) -> dict[str, Any]:
+    return out.read_json("state.json") if out.exists("state.json") else {}
+
+
+def _html(out: Store, name: str, snapshot: Any) -> str:
+    """An Evidently report saved into the monitor's folder or store; its location."""
+    with tempfile.TemporaryDirectory(prefix="graft-monitor-") as tmp:
+        path = Path(tmp) / name
+        snapshot.save_html(str(path))
+        out.put(path.read_bytes(), name)
+    return out.show(name) if not out.is_local else str(Path(out.location) / name)
 
 
 def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None,
                 current: pd.DataFrame | None = None) -> DriftResult:
     """Stage entry: drift of the production log's window against the champion's reference.
 
-    Writes report.html, drift.json and appends to history.jsonl in out_dir; state.json there holds
-    the last retraining trigger (the cooldown)."""
+    Writes report.html, drift.json and appends to history.jsonl in out_dir (paths.monitor: a
+    folder, or a URL the machines that monitor share); state.json there holds the last retraining
+    trigger (the cooldown)."""
     start = time.perf_counter()
-    mp, out = params.monitor, Path(out_dir)
+    mp, out = params.monitor, Store(out_dir)
     now = now or datetime.now(timezone.utc)
     name, model_dir = champion_dir(params.paths.registry)
     reference = load_reference(model_dir)
@@ -197,27 +208,25 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
     else:
         (feat, emb_snap), per_col, emb, rule = drift_report(reference, current.reset_index(drop=True),
                                                             features_for(modality), mp)
-        html = out / "report.html"
-        write_atomic(html, lambda p: feat.save_html(str(p)))
-        write_atomic(out / "embedding.html", lambda p: emb_snap.save_html(str(p)))
+        html = _html(out, "report.html", feat)
+        _html(out, "embedding.html", emb_snap)
         drift, reasons = drift_decision(per_col, emb, rule)
         drifted = sum(bool(c.get("drifted")) for c in per_col.values())
         result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
                              reasons=reasons, columns=per_col, drift_share=drifted / max(len(per_col), 1),
-                             embedding=emb, rule=rule.to_dict(), report_html=str(html))
-    state_path = out / "state.json"
+                             embedding=emb, rule=rule.to_dict(), report_html=html)
     if result.drift:
-        state = _state(state_path)
+        state = _state(out)
         last = datetime.fromisoformat(state["last_trigger"]) if state.get("champion") == name else None
         if last is not None and now - last < timedelta(hours=mp.cooldown_hours):
             result.reasons.append(f"retraining already triggered for {name} at {last:%Y-%m-%d %H:%M} UTC "
                                   f"(monitor.cooldown_hours={mp.cooldown_hours:g}): not triggered again")
         else:
             result.trigger = True
-            write_json_atomic(state_path, {"champion": name, "last_trigger": now.isoformat(),
-                                           "reasons": result.reasons})
+            out.put_json({"champion": name, "last_trigger": now.isoformat(), "reasons": result.reasons}, "state.json")
     result.seconds = time.perf_counter() - start
-    write_json_atomic(out / "drift.json", result.to_dict())
-    with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({k: v for k, v in result.to_dict().items() if k != "columns"}, default=str) + "\n")
+    out.put_json(result.to_dict(), "drift.json")
+    line = json.dumps({k: v for k, v in result.to_dict().items() if k != "columns"}, default=str) + "\n"
+    history = out.read_bytes("history.jsonl") if out.exists("history.jsonl") else b""
+    out.put(history + line.encode(), "history.jsonl")  # one monitoring run at a time writes here
     return result
