@@ -23,6 +23,7 @@ import yaml
 from conftest import shifted_texts, spam_rows, spam_texts, text_params, write_rows
 from services import postgres, postgres_bin, prefect_server, psql
 
+from pipeline.core.storage import Store
 from pipeline.release.registry import Registry
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("GRAFT_REQUIRE_SERVICES"),
@@ -166,8 +167,8 @@ def test_the_production_loop_across_machines_on_postgres_and_s3(tmp_path, tiny_b
     shared = tmp_path / "shared"  # the dataset: a shared filesystem path
     spam_texts(shared / "data" / "t.csv", per_class=40)
     store = {"registry": f"{s3_bucket}/registry", "log": f"{s3_bucket}/production/log",
-             "inbox": f"{s3_bucket}/inbox"}
-    params = text_params(str(shared / "data" / "t.csv"), tiny_bert_dir, shared / "cache", paths=store,
+             "inbox": f"{s3_bucket}/inbox", "monitor": f"{s3_bucket}/monitor", "cache": f"{s3_bucket}/cache"}
+    params = text_params(str(shared / "data" / "t.csv"), tiny_bert_dir, store["cache"], paths=store,
                          schedule={"training_cron": "0 3 1 1 *", "monitoring_minutes": 10000.0,
                                    "ingest_minutes": 10000.0},
                          serve={"reload_seconds": 1.0, "flush_seconds": 0.5, "flush_records": 20})
@@ -254,7 +255,8 @@ def test_the_production_loop_across_machines_on_postgres_and_s3(tmp_path, tiny_b
     assert states == {"ingest-flow: COMPLETED": 1, "training-flow: COMPLETED": 2, "monitoring-flow: COMPLETED": 1}, runs
     assert {r["flow"]: r["work_pool_name"] for r in runs} == {"ingest-flow": "graft-cpu", "monitoring-flow": "graft-cpu",
                                                                "training-flow": "graft-gpu"}
-    drift = json.loads((machines["cpu-machine"] / "outputs" / "monitor" / "drift.json").read_text())
+    drift = Store(store["monitor"]).read_json("drift.json")
+    assert Store(store["monitor"]).exists("report.html") and Store(store["cache"]).names()  # shared, on S3
     written = sum(sent.values())
     assert drift["current_records"] == written and drift["decision"] == "drift" and drift["trigger"], drift
     print(f"\nthe loop across machines: {time.perf_counter() - start:.0f} s; flow runs {states}; records written "
