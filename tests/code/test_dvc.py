@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.core.storage import Store
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -50,3 +52,24 @@ def test_dvc_repro_runs_the_stages_and_locks_the_data(tmp_path, image_tree, tiny
     assert "didn't change, skipping" in _sh([*dvc, "repro", "validate"], work)
     shutil.copy(work / "data/raw/images/circle/circle_00001.png", work / "data/raw/images/circle/new.png")
     assert "Running stage 'prepare'" in _sh([*dvc, "repro", "validate"], work)  # new data, new run
+
+
+def test_the_data_travels_between_machines_through_a_dvc_remote_on_s3(tmp_path, s3_bucket, s3_endpoint):
+    """One machine `dvc add`s and pushes the data to an S3 remote; another, with only the .dvc
+    file, pulls the same bytes."""
+    dvc = [sys.executable, "-m", "dvc"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for ws in (first, second):
+        ws.mkdir()
+        _sh([*dvc, "init", "-q", "--no-scm"], ws)
+        _sh([*dvc, "remote", "add", "-d", "team", f"{s3_bucket}/dvc"], ws)
+        _sh([*dvc, "remote", "modify", "team", "endpointurl", s3_endpoint], ws)
+    (first / "data").mkdir()
+    (first / "data" / "t.csv").write_text("text,label\nfree cash now,spam\nsee you at lunch,ham\n")
+    _sh([*dvc, "add", "-q", "data/t.csv"], first)
+    assert "1 file pushed" in _sh([*dvc, "push"], first)
+    assert Store(f"{s3_bucket}/dvc").glob("**/*")  # the content-addressed object, on S3
+    (second / "data").mkdir()
+    shutil.copy(first / "data" / "t.csv.dvc", second / "data" / "t.csv.dvc")
+    _sh([*dvc, "pull"], second)
+    assert (second / "data" / "t.csv").read_text() == (first / "data" / "t.csv").read_text()
