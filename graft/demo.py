@@ -10,6 +10,10 @@
    against the champion and promotes (or rejects, with reasons) -> the running server picks up
    the new champion without a restart.
 3. outputs/demo/demo-summary.json and the HTML reports.
+
+Outside graft's source tree (an installed package), it runs in ./graft-demo: the text demo (its
+weights ship with graft) and the production loop; the image demo needs the source tree's
+ImageNet weights and is left out.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,6 @@ from graft import render
 from graft.local_service import free_port, wait_until_up
 from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY, VALIDATION_HTML
 from pipeline.core.config import load_params
-from pipeline.core.errors import GraftError
 from pipeline.core.io import write_json_atomic
 from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo, text_rows
 
@@ -108,15 +112,22 @@ def run_demo(console: Console) -> dict[str, Any]:
 
     start = time.perf_counter()
     done: list[str] = []
-    for modality, params_file in DEMOS.items():  # all data first: both live under the DVC-tracked data/raw
-        if not params_file.exists():
-            raise GraftError(f"{params_file} not found: `graft demo` runs the demo workspaces of graft's source "
-                             "tree (run `make demo` there); for your own data, start with `graft init DIR --data PATH`")
+    demos = dict(DEMOS)
+    if not all(p.exists() for p in DEMOS.values()):  # not graft's source tree: the text demo in ./graft-demo
+        folder = Path("graft-demo").resolve()
+        (folder / DEMOS["text"]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / DEMOS["text"]).write_text(
+            resources.files("graft").joinpath("templates", "demo-text.yaml").read_text(encoding="utf-8"))
+        os.chdir(folder)
+        demos = {"text": DEMOS["text"]}
+        done.append(f"outside graft's source tree: the text demo and the production loop in {folder} "
+                    "(the image demo needs the source tree's ImageNet weights)")
+    for modality, params_file in demos.items():  # all data first: both live under the DVC-tracked data/raw
         data = Path(load_params(params_file).data.path)
         if not data.exists():
             (make_image_demo if modality == "image" else make_text_demo)(data)
             done.append(f"generated the {modality} demo data in {data}")
-    for modality, params_file in DEMOS.items():
+    for modality, params_file in demos.items():
         console.rule(f"{modality}: training_flow({params_file})")
         s = training_flow(params_file=str(params_file), reason="demo")
         render.run_summary(console, RunSummary.from_dict(s))
