@@ -80,7 +80,7 @@ def test_bad_requests_get_a_4xx_that_says_why(client, kwargs, status, words):
 
 def test_a_new_champion_is_served_without_restart(client):
     reg = Registry("registry")
-    src = reg.get("v0001").path
+    src = reg.local("v0001")
     with reg.lock():
         v2 = reg.register({"model": src / "model", "onnx": src / "onnx"}, "blessed", {"test": {}}, "# Model card: v0002")
         reg.promote(v2.name)
