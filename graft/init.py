@@ -69,7 +69,7 @@ def _sub(text: str) -> str:
 def workspace_dvc_yaml() -> str:
     """The package's dvc.yaml for a workspace: values from .graft/params.yaml (`graft.<key>`),
     and each stage's code as a hash there (`graft.code.<stage>`) instead of source-file deps."""
-    doc = yaml.safe_load(_template("dvc.yaml"))
+    doc = yaml.safe_load(_template("dvc.yaml.tmpl"))
     for name, stage in doc["stages"].items():
         stage["cmd"] = _sub(stage["cmd"])
         stage["deps"] = [_sub(d) for d in stage.get("deps", []) if str(d).startswith("${")]
@@ -96,7 +96,7 @@ def params_yaml(d: Detected, data_ref: str, outside: bool, model: str | None, we
     columns = "".join(f"  {key}: {_flow(value)}\n" for key, value, default in (
         ("text_column", d.text_column, "text"), ("label_column", d.label_column, "label"))
         if d.modality == "text" and value != default)
-    return Template(_template("params.yaml")).substitute(
+    return Template(_template("params.yaml.tmpl")).substitute(
         data_path=_flow(data_ref), modality=d.modality, columns=columns, labels=_flow(d.labels), weights_note=note,
         data_comment="  # outside the workspace: versioned by dvc.lock, not `dvc add`" if outside else "",
         candidates="".join(f"    - {_flow(c)}\n" for c in candidates))

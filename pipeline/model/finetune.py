@@ -87,6 +87,10 @@ def _train_epoch(clf: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched:
     return dist.mean(total, seen), step
 
 
+def _snapshot(clf: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in clf.state_dict().items()}
+
+
 def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
               targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
               resume: bool, log: EpochLog | None,
@@ -130,10 +134,15 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                              "history": [], "seconds": 0.0, "stopped": f"train.epochs={tp.epochs} run"}
     weights_path, state_path = _ckpt_paths(out)
     best_path = out / "checkpoints" / "best.safetensors"
-    if dist.main and not (resume and state_path.exists()):  # the probe-initialised model is the bar
+    # every process keeps the best weights in memory (on other nodes out/ is another disk); rank 0
+    # also writes them, for --resume
+    best_weights = _snapshot(clf)  # the probe-initialised model is the bar
+    if dist.main and not (resume and state_path.exists()):
         save_weights(best_path, clf)
     dist.barrier()
     if resume and state_path.exists():
+        if best_path.exists():
+            best_weights = load_file(str(best_path), device="cpu")
         clf.load_state_dict(load_file(str(weights_path), device=str(device)))
         saved = torch.load(state_path, map_location=device, weights_only=True)
         opt.load_state_dict(saved["optimizer"])
@@ -179,6 +188,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
             state["best_epoch"] >= 0 or val["macro_f1"] >= probe_val["macro_f1"] + tp.min_gain)
         if improved:
             state.update(best=val, best_epoch=epoch, stale=0)
+            best_weights = _snapshot(clf)
         else:
             state["stale"] += 1
         state["epoch"] = epoch
@@ -188,7 +198,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
             _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                         "progress": state})
         dist.barrier()
-    clf.load_state_dict(load_file(str(best_path), device=str(device)))
+    clf.load_state_dict({k: v.to(device) for k, v in best_weights.items()})
     if lora:
         unwrap_lora(clf, backbone)
     return state["history"], state["best"], state["best_epoch"], state["stopped"]

@@ -1,4 +1,5 @@
-"""DDP: two CPU processes (gloo, launched by torchrun) train like one process."""
+"""DDP: two CPU processes (gloo, launched by torchrun) train like one process, on one node and
+as two nodes that meet through a c10d rendezvous on loopback."""
 
 import json
 import socket
@@ -25,7 +26,7 @@ SCRIPT = textwrap.dedent("""
                     "strategy": "full"}, p, out)
     import torch.distributed as td
     rank = td.get_rank() if td.is_initialized() else 0
-    (out / f"result{rank}.json").write_text(json.dumps({"val": r.val, "history": r.history}))
+    (out / f"result{rank}.json").write_text(json.dumps({"val": r.val, "test": r.test, "history": r.history}))
 """)
 
 
@@ -35,29 +36,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(600)
-def test_two_gloo_processes_match_one_process(tmp_path, tiny_timm_dir):
+ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+
+
+def _run(cmd: list[str], out) -> subprocess.Popen:
+    out.mkdir(exist_ok=True)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=open(out / "stdout.log", "w"), stderr=subprocess.STDOUT,
+                            text=True, env=ENV)
+
+
+def _check(proc: subprocess.Popen, out) -> None:
+    assert proc.wait(timeout=500) == 0, (out / "stdout.log").read_text()[-4000:]
+
+
+def _results(*files):
+    rs = [json.loads(f.read_text()) for f in files]
+    for r in rs:  # an epoch's wall time is each process's own clock
+        assert all(h.pop("seconds") >= 0 for h in r["history"])
+    return rs
+
+
+def _matches_one_process(r: dict, one: dict) -> None:
+    assert len(r["history"]) == len(one["history"]) == 3
+    assert r["val"]["loss"] == pytest.approx(one["val"]["loss"], abs=0.05)
+    assert r["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=0.1)
+    for a, b in zip(one["history"], r["history"], strict=True):  # the same global batch, other shuffles
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.1)
+
+
+@pytest.mark.timeout(900)
+def test_two_gloo_processes_match_one_process_on_one_node_and_on_two(tmp_path, tiny_timm_dir):
     data = colour_images(tmp_path / "imgs", per_class=30)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env_cmd = [sys.executable]
+    args = [str(script), str(data), str(tiny_timm_dir)]
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    for out, launcher in ((single, []), (ddp, ["-m", "torch.distributed.run", "--nproc_per_node=2",
-                                                f"--master_port={_free_port()}", "--master_addr=127.0.0.1"])):
-        out.mkdir()
-        proc = subprocess.run([*env_cmd, *launcher, str(script), str(data), str(tiny_timm_dir), str(out)],
-                              cwd=REPO, capture_output=True, text=True, timeout=500,
-                              env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                                   "PATH": "/usr/bin:/bin"})
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    one = json.loads((single / "result0.json").read_text())
-    r0, r1 = (json.loads((ddp / f"result{i}.json").read_text()) for i in (0, 1))
-    for r in (r0, r1):  # an epoch's wall time is each process's own clock
-        assert all(h.pop("seconds") >= 0 for h in r["history"])
+    _check(_run([sys.executable, *args, str(single)], single), single)
+    _check(_run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+                 "--master_addr=127.0.0.1", *args, str(ddp)], ddp), ddp)
+    (one,) = _results(single / "result0.json")
+    r0, r1 = _results(ddp / "result0.json", ddp / "result1.json")
     assert r0 == r1  # both processes end with the same model and decisions
-    assert len(r0["history"]) == len(one["history"]) == 3
-    assert r0["val"]["loss"] == pytest.approx(one["val"]["loss"], abs=0.05)
-    assert r0["val"]["accuracy"] == pytest.approx(one["val"]["accuracy"], abs=0.1)
-    for a, b in zip(one["history"], r0["history"], strict=True):  # the same global batch, other shuffles
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.1)
+    _matches_one_process(r0, one)
     assert (ddp / "model" / "model.safetensors").exists() and not (ddp / "result2.json").exists()
+
+    # two nodes of one process each: two torchrun launchers that find each other through a c10d
+    # rendezvous on loopback, each writing into its own folder as on its own machine
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = [tmp_path / f"node{i}" for i in (0, 1)]
+    launchers = [_run([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                       f"--node_rank={i}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=graft-test",
+                       *args, str(node)], node) for i, node in enumerate(nodes)]
+    for proc, node in zip(launchers, nodes, strict=True):
+        _check(proc, node)
+    results = sorted(f for node in nodes for f in node.glob("result*.json"))
+    assert [f.name for f in results] == ["result0.json", "result1.json"]  # one rank on each node
+    a, b = _results(*results)
+    assert a == b  # identical val and test losses to the last bit: identical weights on both nodes
+    _matches_one_process(a, one)
+    assert sum((node / "model" / "model.safetensors").exists() for node in nodes) == 1  # rank 0 alone saves
