@@ -208,11 +208,12 @@ def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 @command()
 def serve(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None,
           host: Annotated[str | None, typer.Option(help="default: serve.host")] = None,
-          port: Annotated[int | None, typer.Option(help="default: serve.port")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="default: serve.port")] = None,
+          workers: Annotated[int | None, typer.Option(min=1, max=64, help="server processes (default: serve.workers)")] = None) -> None:
     """Serve the champion over HTTP (POST /predict, GET /health, GET /model, /docs)."""
     from graft.serve import serve as run_server
 
-    run_server(_load(params, set_), host, port)
+    run_server(_load(params, set_), host, port, workers)
 
 
 @command()

@@ -13,6 +13,7 @@ get a 4xx naming what was wrong.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -241,7 +242,18 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
     return app
 
 
-def serve(params: Params, host: str | None = None, port: int | None = None) -> None:
+SERVE_PARAMS_ENV = "GRAFT_SERVE_PARAMS"  # the resolved params, for each worker process of --workers N
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory in every worker process of `graft serve --workers N`: each has its
+    own champion (hot reload included) and its own production-log writer."""
+    from pipeline.core.config import parse_params
+
+    return create_app(parse_params(json.loads(os.environ[SERVE_PARAMS_ENV]), source=SERVE_PARAMS_ENV))
+
+
+def serve(params: Params, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     import uvicorn
 
     if params.serve.model == "int8":  # refuse at start, with export's reason, rather than answer 503s
@@ -251,5 +263,10 @@ def serve(params: Params, host: str | None = None, port: int | None = None) -> N
             pass  # no champion yet: the server waits for one
         else:
             int8_path(model_dir, name)
-    uvicorn.run(create_app(params), host=host or params.serve.host, port=port or params.serve.port,
-                log_level="info")
+    workers = workers or params.serve.workers
+    where = {"host": host or params.serve.host, "port": port or params.serve.port, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(create_app(params), **where)
+        return
+    os.environ[SERVE_PARAMS_ENV] = params.model_dump_json(by_alias=True)
+    uvicorn.run("graft.serve:app_from_env", factory=True, workers=workers, **where)

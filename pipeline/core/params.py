@@ -215,6 +215,8 @@ class ServeParams(Section):
     max_pixels: int = Field(25_000_000, ge=1, description="largest image (width x height) a request or score "
                                                           "may send, checked from the header before decoding")
     max_upload_mb: float = Field(20.0, gt=0)
+    workers: int = Field(1, ge=1, le=64, description="server processes (uvicorn workers), each with its own "
+                                                     "model, hot reload and production-log writer")
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
     flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
     flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")

@@ -213,6 +213,20 @@ def test_killing_the_server_loses_no_answered_request(workspace):
     assert len(read_log("production/log")) == 38
 
 
+def test_two_worker_processes_share_the_load_and_lose_no_record_on_sigterm(workspace):
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, port = _start(["--workers", "2", "-S", "serve.flush_records=1000", "-S", "serve.flush_seconds=3600"])
+    with ThreadPoolExecutor(8) as pool:  # concurrent clients: both processes take requests
+        list(pool.map(lambda i: _send(port, 5), range(12)))
+    proc.terminate()  # uvicorn's supervisor stops each worker; each flushes its own buffer
+    proc.wait(timeout=60)
+    log = read_log("production/log")
+    assert len(log) == 60  # every answered request, from both writers
+    writers = {p.name.split("-")[-2] for p in Path("production/log").glob("date=*/hour=*/part-*.parquet")}
+    assert len(writers) == 2, writers  # two processes, two writers, parts that never collide
+
+
 def test_serving_int8_refuses_at_start_when_the_champion_has_none(workspace):
     from typer.testing import CliRunner
 
