@@ -1,7 +1,8 @@
 """`graft serve`: the champion's ONNX model behind HTTP (FastAPI), every prediction logged.
 
 POST /predict   images as multipart uploads (`files`), text as JSON {"text": ...} or {"texts": [...]}
-GET  /health    200 with the model version, 503 without a champion
+GET  /health    200 with the model version, 503 without a champion (readiness)
+GET  /live      200 while the process answers (liveness)
 GET  /model     version, status, labels, test metrics and the model card
 GET  /docs      OpenAPI
 
@@ -97,6 +98,10 @@ class Champion:
                 name, model_dir = champion_dir(self.registry.root)
             except ModelNotFound as exc:
                 self.error = str(exc)
+                return
+            except Exception as exc:  # storage unreachable, credentials missing: keep serving what is loaded
+                self.error = (f"cannot read the champion from {self.registry.where()} ({type(exc).__name__}: {exc}); "
+                              f"still serving {self.predictor.version if self.predictor else 'nothing'}")
                 return
             if self.predictor is not None and self.predictor.version == name:
                 return
@@ -228,6 +233,11 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "reason": champion.error}, status_code=503)
         return JSONResponse({"status": "ok", "model_version": p.version, "modality": p.modality,
                              "provider": p.provider, "logged": log.written, "warning": champion.error or None})
+
+    @app.get("/live")
+    def live() -> dict[str, str]:
+        """Liveness: the process answers (readiness, a loaded champion, is /health)."""
+        return {"status": "alive"}
 
     @app.get("/model", responses=_refusals(503))
     def model() -> dict[str, Any]:

@@ -89,10 +89,26 @@ def test_a_new_champion_is_served_without_restart(client):
     assert client.get("/health").json()["model_version"] == "v0002"
 
 
+def test_an_unreachable_registry_keeps_the_loaded_champion_serving(client, monkeypatch):
+    import graft.serve as serve_mod
+
+    def unreachable(_root):
+        raise ConnectionError("storage.internal:9000 refused the connection")
+
+    monkeypatch.setattr(serve_mod, "champion_dir", unreachable)
+    time.sleep(0.1)  # past serve.reload_seconds: the next request re-reads the pointer
+    r = client.post("/predict", json={"text": "free prize now"})
+    assert r.status_code == 200 and r.json()["model_version"] == "v0001"
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and "cannot read the champion from registry" in health["warning"]
+    assert "still serving v0001" in health["warning"]
+
+
 def test_without_a_champion_the_service_says_so(workspace):
     shutil.rmtree("registry")
     with TestClient(create_app(load_params("params.yaml"), ProductionLog("production/log"))) as c:
         assert c.get("/health").status_code == 503
+        assert c.get("/live").json() == {"status": "alive"}  # alive, not ready: no restart loop
         r = c.post("/predict", json={"text": "hi"})
         assert r.status_code == 503 and "graft run" in r.json()["detail"]
 
