@@ -84,3 +84,25 @@ def test_the_manifests_agree_with_the_code():
     for command in (serve["command"], cpu["command"]):  # each command line parses with graft's own CLI
         r = CliRunner().invoke(app, [*command[1:], "--help"])
         assert r.exit_code == 0, (command, r.output)
+
+
+def test_the_dockerfiles_copy_what_the_package_build_needs():
+    """No Docker engine here: the images are checked for what would break their build or start."""
+    import re
+
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    links = [p for p in (REPO / "graft" / "templates").iterdir() if p.is_symlink()]
+    for name in ("Dockerfile.train", "Dockerfile.serve"):
+        text = (REPO / "infra" / "docker" / name).read_text()
+        copied = {src for line in re.findall(r"^COPY (.+)$", text, flags=re.M) for src in line.split()[:-1]}
+        for link in links:  # the templates are symlinks: their targets must be in the build too
+            target = (link.parent / link.readlink()).resolve().relative_to(REPO)
+            assert target.parts[0] in copied, (name, target)
+        for package in ("graft", "pipeline", "flows", "pyproject.toml"):
+            assert package in copied, (name, package)
+        for extra in re.findall(r"pip install '\.\[([\w,]+)\]'", text)[0].split(","):
+            assert extra in extras, (name, extra)
+    serve = (REPO / "infra" / "docker" / "Dockerfile.serve").read_text()
+    assert "EXPOSE 8000" in serve and "/live" in serve
