@@ -233,14 +233,17 @@ def test_two_worker_processes_share_the_load_and_lose_no_record_on_sigterm(works
     from concurrent.futures import ThreadPoolExecutor
 
     proc, port = _start(["--workers", "2", "-S", "serve.flush_records=1000", "-S", "serve.flush_seconds=3600"])
-    with ThreadPoolExecutor(8) as pool:  # concurrent clients: both processes take requests
+    children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    workers = {c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+    assert len(workers) == 2  # uvicorn's supervisor started two server processes
+    with ThreadPoolExecutor(8) as pool:  # concurrent clients; the kernel decides which process accepts
         list(pool.map(lambda i: _send(port, 5), range(12)))
     proc.terminate()  # uvicorn's supervisor stops each worker; each flushes its own buffer
     proc.wait(timeout=60)
     log = read_log("production/log")
-    assert len(log) == 60  # every answered request, from both writers
-    writers = {p.name.split("-")[-2] for p in Path("production/log").glob("date=*/hour=*/part-*.parquet")}
-    assert len(writers) == 2, writers  # two processes, two writers, parts that never collide
+    assert len(log) == 60  # every answered request
+    writers = {int(p.name.split("-")[-2]) for p in Path("production/log").glob("date=*/hour=*/part-*.parquet")}
+    assert writers and writers <= workers, (writers, workers)  # each process writes its own parts
 
 
 def test_serving_int8_refuses_at_start_when_the_champion_has_none(workspace):
