@@ -32,6 +32,7 @@ from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor
 from pipeline.production.prodlog import ProductionLog
+from pipeline.production.runtime import THREADS_ENV
 from pipeline.release.registry import Registry, champion_dir
 
 
@@ -258,8 +259,12 @@ SERVE_PARAMS_ENV = "GRAFT_SERVE_PARAMS"  # the resolved params, for each worker 
 def app_from_env() -> FastAPI:
     """uvicorn's app factory in every worker process of `graft serve --workers N`: each has its
     own champion (hot reload included) and its own production-log writer."""
+    import torch
+
     from pipeline.core.config import parse_params
 
+    if os.environ.get(THREADS_ENV):  # preprocessing's torch threads share the cores too
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     return create_app(parse_params(json.loads(os.environ[SERVE_PARAMS_ENV]), source=SERVE_PARAMS_ENV))
 
 
@@ -279,4 +284,5 @@ def serve(params: Params, host: str | None = None, port: int | None = None, work
         uvicorn.run(create_app(params), **where)
         return
     os.environ[SERVE_PARAMS_ENV] = params.model_dump_json(by_alias=True)
+    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // workers)))  # no oversubscription
     uvicorn.run("graft.serve:app_from_env", factory=True, workers=workers, **where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ def feeds(modality: str, inputs: tuple[Any, ...]) -> dict[str, np.ndarray]:
     return out
 
 
+THREADS_ENV = "GRAFT_ORT_THREADS"  # intra-op threads per session; `graft serve --workers N` sets cores // N
+
+
 def ort_session(path: Path) -> tuple[Any, str]:
     """An onnxruntime session on CUDA when torch sees a GPU, otherwise on the CPU."""
     import onnxruntime as ort
@@ -31,5 +35,7 @@ def ort_session(path: Path) -> tuple[Any, str]:
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if os.environ.get(THREADS_ENV):  # several server processes share the cores instead of each taking all
+        opts.intra_op_num_threads = int(os.environ[THREADS_ENV])
     session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     return session, session.get_providers()[0]

@@ -255,3 +255,14 @@ def test_serving_int8_refuses_at_start_when_the_champion_has_none(workspace):
     assert r.exit_code == 2, r.output
     assert "v0001 has no int8 model (export.quantize was off when it was exported)" in r.output
     assert "serve.model: fp32" in r.output
+
+
+def test_graft_ort_threads_sets_each_sessions_intra_op_threads(workspace, monkeypatch):
+    from pipeline.production.runtime import THREADS_ENV, ort_session
+
+    model = Path("registry/versions/v0001/onnx/model.onnx")
+    monkeypatch.setenv(THREADS_ENV, "1")
+    session, _ = ort_session(model)
+    assert session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.delenv(THREADS_ENV)
+    assert ort_session(model)[0].get_session_options().intra_op_num_threads == 0  # onnxruntime's default
