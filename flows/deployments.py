@@ -35,19 +35,21 @@ def deployments(params_file: str = "params.yaml", to_pools: bool = False) -> lis
 
     s = load_params(params_file).schedule
     args = {"params_file": params_file}
-    pooled: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH} if to_pools else {}
+
+    def on(pool: str, **extra: Any) -> dict[str, Any]:
+        return {"entrypoint_type": EntrypointType.MODULE_PATH, "work_pool_name": pool, **extra} if to_pools else {}
+
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     return [
         training_flow.to_deployment(name=TRAINING, cron=s.training_cron, parameters={**args, "reason": "schedule"},
                                     description="weekly retraining", tags=["graft"],
-                                    **({**pooled, "work_pool_name": s.training_pool,
-                                        "concurrency_limit": one_at_a_time} if to_pools else {})),
+                                    **on(s.training_pool, concurrency_limit=one_at_a_time)),
         monitoring_flow.to_deployment(name="graft-monitoring", interval=timedelta(minutes=s.monitoring_minutes),
                                       parameters=args, description="drift monitoring", tags=["graft"],
-                                      **({**pooled, "work_pool_name": s.monitoring_pool} if to_pools else {})),
+                                      **on(s.monitoring_pool)),
         ingest_flow.to_deployment(name="graft-ingest", interval=timedelta(minutes=s.ingest_minutes),
                                   parameters=args, description="new labelled data from the inbox", tags=["graft"],
-                                  **({**pooled, "work_pool_name": s.ingest_pool} if to_pools else {})),
+                                  **on(s.ingest_pool)),
     ]
 
 

@@ -295,11 +295,9 @@ def worker(params: ParamsOpt = Path("params.yaml"),
 def deploy(params: ParamsOpt = Path("params.yaml")) -> None:
     """Register the deployments, with their schedules and work pools, on the Prefect server at PREFECT_API_URL."""
     from flows.deployments import register
-    from pipeline.core.errors import GraftError
+    from graft.worker import require_server
 
-    if not os.environ.get("PREFECT_API_URL"):
-        raise GraftError("graft deploy registers on a Prefect server: set PREFECT_API_URL to its API, e.g. "
-                         "http://prefect.internal:4200/api")
+    require_server("graft deploy registers on a Prefect server")
     _load(params, None)
     for r in register(str(params)):
         out.print(f"{r.name}: pool {r.pool}{' (created)' if r.pool_created else ''}, schedule {r.schedule}")

@@ -22,7 +22,7 @@ import yaml
 from flows.steps import dvc
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_text_atomic
-from pipeline.core.params import PathsParams
+from pipeline.core.params import DataParams, PathsParams
 from pipeline.data.detect import Detected, detect
 from pipeline.workspace import RESOLVED, write_resolved
 
@@ -93,9 +93,9 @@ def params_yaml(d: Detected, data_ref: str, outside: bool, model: str | None, we
         candidates, note = [{"name": model, **({"weights": weights} if weights else {})}], WEIGHTS_NOTE["given"]
     else:
         candidates, note = ([TEXT_MODEL] if d.modality == "text" else IMAGE_MODELS), WEIGHTS_NOTE[d.modality]
-    columns = "".join(f"  {key}: {_flow(value)}\n" for key, value, default in (
-        ("text_column", d.text_column, "text"), ("label_column", d.label_column, "label"))
-        if d.modality == "text" and value != default)
+    default = DataParams()
+    columns = "".join(f"  {key}: {_flow(getattr(d, key))}\n" for key in ("text_column", "label_column")
+                      if d.modality == "text" and getattr(d, key) != getattr(default, key))
     return Template(_template("params.yaml.tmpl")).substitute(
         data_path=_flow(data_ref), modality=d.modality, columns=columns, labels=_flow(d.labels), weights_note=note,
         data_comment="  # outside the workspace: versioned by dvc.lock, not `dvc add`" if outside else "",
@@ -130,9 +130,9 @@ def init_workspace(root: Path, data: Path, *, force: bool = False, model: str | 
     git_root = _git_root(root)
     scm = "none" if git_root is None else ("git" if git_root == root else "git (sub-folder)")
     written = []
+    gitignore, dvcignore = _ignores()
     for name, text in (("params.yaml", params_yaml(detected, data_ref, not inside, model, weights)),
-                       ("dvc.yaml", workspace_dvc_yaml()), (".gitignore", _ignores()[0]),
-                       (".dvcignore", _ignores()[1])):
+                       ("dvc.yaml", workspace_dvc_yaml()), (".gitignore", gitignore), (".dvcignore", dvcignore)):
         if name in (".gitignore", ".dvcignore") and (root / name).exists():
             text = _merge_lines((root / name).read_text(encoding="utf-8"), text)
         write_text_atomic(root / name, text)

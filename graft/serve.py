@@ -105,6 +105,7 @@ class Champion:
                               f"still serving {self.predictor.version if self.predictor else 'nothing'}")
                 return
             if self.predictor is not None and self.predictor.version == name:
+                self.error = ""  # serving the champion: an earlier storage or load warning no longer holds
                 return
             try:
                 self.predictor = Predictor(model_dir, name, self.variant)  # the old one serves until this is ready

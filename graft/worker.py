@@ -57,17 +57,22 @@ def run_worker(params_file: Path, console: Console) -> None:
             console.print("worker stopped")
 
 
+def require_server(what: str, hint: str = "") -> None:
+    """GraftError unless PREFECT_API_URL names the Prefect server to talk to."""
+    from pipeline.core.errors import GraftError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise GraftError(f"{what}: set PREFECT_API_URL to its API, e.g. http://prefect.internal:4200/api{hint}")
+
+
 def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int | None = None) -> NoReturn:
     """`graft worker --pool NAME`: a Prefect process worker for one work pool of the server at
     PREFECT_API_URL, running each flow run in this folder (the workspace: GRAFT_WORKSPACE)."""
     from flows.common import WORKSPACE_ENV
     from pipeline.core.config import load_params
-    from pipeline.core.errors import GraftError
 
-    if not os.environ.get("PREFECT_API_URL"):
-        raise GraftError("graft worker --pool needs a Prefect server: set PREFECT_API_URL to its API, e.g. "
-                         "http://prefect.internal:4200/api (without --pool, graft worker serves every "
-                         "deployment from this machine alone)")
+    require_server("graft worker --pool needs a Prefect server",
+                   " (without --pool, graft worker serves every deployment from this machine alone)")
     load_params(params_file)  # a workspace with a readable params file, or a clear error now
     env = {**os.environ, WORKSPACE_ENV: str(Path.cwd())}
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",

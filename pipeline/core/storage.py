@@ -29,9 +29,9 @@ def is_url(location: str | Path) -> bool:
 
 
 class Store:
-    def __init__(self, location: str | Path, **options: Any):
+    def __init__(self, location: str | Path):
         self.location = str(location)
-        self.fs, root = fsspec.core.url_to_fs(self.location, **options)
+        self.fs, root = fsspec.core.url_to_fs(self.location)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.root = str(Path(root)) if self.is_local else root.rstrip("/")
 

@@ -56,8 +56,7 @@ class BatchResult:
 def pending(inbox: str | Path) -> list[str]:
     """Batches waiting in the inbox (paths, or URLs for a remote inbox), oldest name first."""
     store = Store(inbox)
-    names = [n for n in store.names() if n not in (DONE, REJECTED) and not n.startswith(".")]
-    return [store.show(n) if not store.is_local else str(Path(inbox) / n) for n in names]
+    return [store.show(n) for n in store.names() if n not in (DONE, REJECTED) and not n.startswith(".")]
 
 
 def _move(batch: Path, inbox: Path, where: str, report_dir: Path) -> Path:

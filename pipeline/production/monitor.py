@@ -176,7 +176,7 @@ def _html(out: Store, name: str, snapshot: Any) -> str:
         path = Path(tmp) / name
         snapshot.save_html(str(path))
         out.put(path.read_bytes(), name)
-    return out.show(name) if not out.is_local else str(Path(out.location) / name)
+    return out.show(name)
 
 
 def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None,

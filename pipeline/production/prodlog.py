@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core.storage import Store
 
-_WRITER = f"{socket.gethostname()[:32]}-{os.getpid()}"
+_HOST = socket.gethostname()[:32]
 
 
 def _hour_parts(ts: datetime) -> tuple[str, str]:
@@ -76,7 +76,7 @@ class ProductionLog:
         for hour, rows in by_hour.items():
             buf = io.BytesIO()
             pq.write_table(_table(rows), buf)
-            name = f"part-{time.time_ns()}-{_WRITER}-{uuid.uuid4().hex[:8]}.parquet"
+            name = f"part-{time.time_ns()}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"  # a forked writer too
             self.store.put(buf.getvalue(), *hour, name)
         self.written += len(batch)
         return len(batch)

@@ -131,17 +131,13 @@ class Registry:
     def _remote_lock(self) -> Iterator[None]:
         token = f"{socket.gethostname()} {os.getpid()} {uuid.uuid4().hex}"
         held_here = os.environ.get(_LOCK_ENV, "").split("|", 1)
-        if held_here[0] == self.store.location and self.store.exists(".lock") and \
-                self.store.read_json(".lock").get("token") == held_here[-1]:
+        if held_here[0] == self.store.location and self._holder().get("token") == held_here[-1]:
             yield  # held on this process's behalf by its parent
             return
         body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
                            "since": time.time()}).encode()
         if not self.store.create(body, ".lock"):
-            try:
-                holder = self.store.read_json(".lock")
-            except (FileNotFoundError, ValueError):
-                holder = {}
+            holder = self._holder()
             age_h = (time.time() - float(holder.get("since", time.time()))) / 3600
             if age_h < STALE_LOCK_HOURS or not self._take_over(body):
                 raise RegistryBusy(
@@ -155,6 +151,13 @@ class Registry:
         finally:
             _restore(previous)
             self.store.delete(".lock")
+
+    def _holder(self) -> dict[str, Any]:
+        """What the remote lock object says of its holder ({} when there is none or it is unreadable)."""
+        try:
+            return self.store.read_json(".lock")
+        except (FileNotFoundError, ValueError):
+            return {}
 
     def _take_over(self, body: bytes) -> bool:
         self.store.delete(".lock")
@@ -173,18 +176,28 @@ class Registry:
     def champion(self) -> str | None:
         return self._pointer()["version"]
 
-    def get(self, name: str) -> Version:
+    def _numbered(self) -> list[str]:
+        """Every claimed version name (complete or not), in order."""
+        return [n for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
+
+    def _read(self, name: str) -> Version | None:
+        """The version, or None while it has no status.json (unknown, or still being written)."""
         try:
             status = self.store.read_json("versions", name, "status.json")
         except FileNotFoundError:
-            known = ", ".join(v.name for v in self.list()) or "none"
-            raise RegistryError(f"no model version '{name}' in {self.where('versions')} (versions: {known})") from None
+            return None
         return Version(name, self.where("versions", name), status["status"], status["created"],
                        status.get("summary", {}))
 
+    def get(self, name: str) -> Version:
+        version = self._read(name)
+        if version is None:
+            known = ", ".join(v.name for v in self.list()) or "none"
+            raise RegistryError(f"no model version '{name}' in {self.where('versions')} (versions: {known})")
+        return version
+
     def list(self) -> list[Version]:
-        names = [n for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
-        return [self.get(n) for n in names if self.store.exists("versions", n, "status.json")]
+        return [v for v in map(self._read, self._numbered()) if v is not None]
 
     def local(self, name: str, part: str = "") -> Path:
         """A version's files on this machine (all of them, or one `part`: "onnx", "card.md"): its
@@ -199,8 +212,7 @@ class Registry:
 
     def next_name(self) -> str:
         """The next free version number (a claim makes it this writer's)."""
-        taken = [int(n[1:]) for n in self.store.names("versions") if n.startswith("v") and n[1:].isdigit()]
-        return f"v{max(taken, default=0) + 1:04d}"
+        return f"v{max((int(n[1:]) for n in self._numbered()), default=0) + 1:04d}"
 
     # ---------------------------------------------------------------- writing
 

@@ -18,7 +18,7 @@ from graft.local_service import free_port, wait_until_up
 from graft.serve import create_app
 from pipeline.core.config import load_params
 from pipeline.production.prodlog import ProductionLog, read_log
-from pipeline.release.registry import Registry
+from pipeline.release.registry import Registry, champion_dir
 
 
 @pytest.fixture
@@ -102,6 +102,9 @@ def test_an_unreachable_registry_keeps_the_loaded_champion_serving(client, monke
     health = client.get("/health").json()
     assert health["status"] == "ok" and "cannot read the champion from registry" in health["warning"]
     assert "still serving v0001" in health["warning"]
+    monkeypatch.setattr(serve_mod, "champion_dir", champion_dir)  # the storage is back
+    time.sleep(0.1)
+    assert client.get("/health").json()["warning"] is None
 
 
 def test_without_a_champion_the_service_says_so(workspace):
