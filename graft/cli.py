@@ -61,6 +61,11 @@ def _report(exc: BaseException) -> int:
         if isinstance(exc, DataValidationError) and exc.report_path:
             console.print(f"report: {exc.report_path}")
         return 2
+    if isinstance(exc, ModuleNotFoundError) and exc.name:  # a `graft[serve]` install asked to train, say
+        why = (f"this command needs {exc.name.split('.')[0]!r}, which this install of graft lacks: "
+               "pip install 'graft[full]' (the whole pipeline; 'graft[serve]' runs `graft serve` and `graft score` only)")
+        console.print(f"[bold red]error:[/] {render.esc(why)}", soft_wrap=True)
+        return 2
     console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {render.esc(str(exc))}", soft_wrap=True)
     if not _state["debug"]:
         console.print("run with --debug for the traceback")

@@ -260,12 +260,8 @@ SERVE_PARAMS_ENV = "GRAFT_SERVE_PARAMS"  # the resolved params, for each worker 
 def app_from_env() -> FastAPI:
     """uvicorn's app factory in every worker process of `graft serve --workers N`: each has its
     own champion (hot reload included) and its own production-log writer."""
-    import torch
-
     from pipeline.core.config import parse_params
 
-    if os.environ.get(THREADS_ENV):  # preprocessing's torch threads share the cores too
-        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     return create_app(parse_params(json.loads(os.environ[SERVE_PARAMS_ENV]), source=SERVE_PARAMS_ENV))
 
 

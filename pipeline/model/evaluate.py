@@ -31,8 +31,9 @@ from pipeline.core.inputs import open_image
 from pipeline.core.io import write_atomic, write_json_atomic, write_parquet_atomic
 from pipeline.core.params import Params
 from pipeline.model.backbones import Backbone, Classifier
+from pipeline.model.inference import softmax
 from pipeline.model.loaders import image_transform, make_loader
-from pipeline.model.metrics import classification_metrics, expected_calibration_error, softmax
+from pipeline.model.metrics import classification_metrics, expected_calibration_error
 from pipeline.model.trained import encode_labels, trained_and_test
 
 DERIVED_SLICES = ("size_bucket", "length_bucket")

@@ -35,12 +35,6 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int) -> t
     return float(ece), table
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): the T > 0 minimising the NLL of softmax(logits / T)
     on held-out data. Dividing the head's weights and bias by T changes no prediction, only the

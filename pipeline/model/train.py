@@ -43,13 +43,13 @@ from pipeline.model.backbones import Classifier, load_backbone, save_backbone_co
 from pipeline.model.distributed import init_distributed
 from pipeline.model.features import embed_frame
 from pipeline.model.finetune import fine_tune, save_weights, seed_everything
+from pipeline.model.inference import softmax
 from pipeline.model.loaders import make_loader, resolve_device
 from pipeline.model.metrics import (
     classification_metrics,
     expected_calibration_error,
     fit_temperature,
     predict_logits,
-    softmax,
 )
 from pipeline.model.probe import EpochLog, fit_probe_head, probe_grid, refit_probe_head
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated

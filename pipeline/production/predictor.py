@@ -4,7 +4,7 @@ A Predictor reads a model folder written by export (model.onnx, preprocess.json,
 vocabulary.json) - a registry version's onnx/ or export's output folder - and turns raw inputs
 (PIL images or strings) into labels, confidences, embeddings and the input summary features
 the production log keeps. Preprocessing is the model's own: timm's eval transform for images,
-the saved tokenizer for text, exactly as in training and export.
+the saved tokenizer for text, as in training and export, without torch (model/inference.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.core.errors import ModelNotFound
-from pipeline.model.loaders import image_transform
-from pipeline.model.metrics import softmax
+from pipeline.model.inference import TextEncoder, eval_image_transform, softmax
 from pipeline.model.quantize import int8_path
 from pipeline.production.profile import image_features, text_features
 from pipeline.production.runtime import ort_session
@@ -51,11 +50,9 @@ class Predictor:
         vocab_path = self.dir / "vocabulary.json"
         self.vocab = frozenset(json.loads(vocab_path.read_text(encoding="utf-8"))) if vocab_path.exists() else frozenset()
         if self.modality == "image":
-            self._transform = image_transform(self.preprocess, train=False)
+            self._transform = eval_image_transform(self.preprocess)
         else:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.dir / "tokenizer"))
+            self._encode = TextEncoder(self.dir / "tokenizer", int(self.preprocess["max_length"]))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = self.session.run(["logits", "embedding"], feeds)
@@ -64,7 +61,7 @@ class Predictor:
     def image_input(self, image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
         """One image as the model's input tensor and its summary features: the decoded image can
         be dropped at once, so a request holds one full-size image at a time."""
-        return self._transform(image.convert("RGB")).numpy().astype(np.float32), image_features(image)
+        return self._transform(image.convert("RGB")), image_features(image)
 
     def predict_image_inputs(self, inputs: list[tuple[np.ndarray, dict[str, float]]]) -> Predictions:
         x = np.stack([t for t, _ in inputs])
@@ -75,10 +72,7 @@ class Predictor:
 
     def predict_texts(self, texts: list[str]) -> Predictions:
         feats = [text_features(t, self.vocab) for t in texts]
-        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=int(self.preprocess["max_length"]),
-                              return_tensors="np")
-        feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
-        return self._finish(*self._run(feeds), feats)
+        return self._finish(*self._run(self._encode(texts)), feats)
 
     def predict(self, inputs: list[Any]) -> Predictions:
         return self.predict_images(inputs) if self.modality == "image" else self.predict_texts(inputs)

@@ -25,13 +25,26 @@ def feeds(modality: str, inputs: tuple[Any, ...]) -> dict[str, np.ndarray]:
 THREADS_ENV = "GRAFT_ORT_THREADS"  # intra-op threads per session; `graft serve --workers N` sets cores // N
 
 
-def ort_session(path: Path) -> tuple[Any, str]:
-    """An onnxruntime session on CUDA when torch sees a GPU, otherwise on the CPU."""
-    import onnxruntime as ort
-    import torch
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees (0 without a driver). onnxruntime-gpu lists its CUDA provider even
+    on machines without a GPU, so ask the driver itself: torch is not installed in a serving image."""
+    import ctypes
 
-    # onnxruntime-gpu lists CUDA even on machines without a GPU; ask torch whether one is there
-    cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def ort_session(path: Path) -> tuple[Any, str]:
+    """An onnxruntime session on CUDA when there is a GPU, otherwise on the CPU."""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

@@ -13,7 +13,8 @@ from pipeline.core.config import parse_params
 from pipeline.data.prepare import prepare_data
 from pipeline.model.backbones import rebuild_classifier
 from pipeline.model.features import embed_frame
-from pipeline.model.metrics import expected_calibration_error, fit_temperature, softmax
+from pipeline.model.inference import softmax
+from pipeline.model.metrics import expected_calibration_error, fit_temperature
 from pipeline.model.probe import WeightedCrossEntropy, probe_grid, refit_probe_head
 from pipeline.model.train import run_train, train_model
 from pipeline.model.trained import load_trained

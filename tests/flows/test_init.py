@@ -137,7 +137,7 @@ def _fresh_venv(tmp_path: Path, wheel: Path, with_dependencies: bool) -> Path:
     _sh([sys.executable, "-m", "venv", *([] if with_dependencies else ["--without-pip"]), str(venv)], tmp_path)
     python = venv / "bin" / "python"
     if with_dependencies:
-        _sh([str(python), "-m", "pip", "install", "-q", str(wheel)], tmp_path)
+        _sh([str(python), "-m", "pip", "install", "-q", f"{wheel}[full]"], tmp_path)
     else:
         site = _sh([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path)
         Path(site.stdout.strip(), "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -205,3 +205,90 @@ def test_the_wheel_installs_with_its_dependencies_from_the_index(tmp_path, tiny_
     bin_dir = _fresh_venv(tmp_path, _build_wheel(tmp_path), with_dependencies=True)
     print(f"\nwheel and dependencies installed: {time.perf_counter() - start:.1f} s")
     _wheel_workspaces(tmp_path, bin_dir, tiny_timm_dir, tiny_bert_dir)
+
+
+# ---------------------------------------------------------------- graft[serve]: serving without torch
+
+
+def test_the_serve_extra_installs_without_torch_and_serves_and_scores(tmp_path, workspace, tiny_timm_dir):
+    """`pip install graft[serve]` in a fresh virtualenv (dependencies from the index): no torch;
+    `graft serve` answers and logs as the full install does, `graft score` scores an image model,
+    and a training command says which extra it needs."""
+    import json
+    import signal
+    import urllib.request
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from flows.steps import run_pipeline
+    from graft.local_service import free_port, wait_until_up
+    from pipeline.core.config import load_params
+    from pipeline.production.predictor import Predictor
+    from pipeline.production.prodlog import read_log
+    from pipeline.release.registry import champion_dir
+
+    wheel = _build_wheel(tmp_path)
+    venv = tmp_path / "serve-venv"
+    _sh([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    bin_dir = venv / "bin"
+    _sh([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[serve]"], tmp_path)
+    missing = _sh([str(bin_dir / "python"), "-c", "import torch"], tmp_path, ok=False)
+    assert "No module named 'torch'" in missing.stderr, missing.stderr
+
+    # text: graft serve over HTTP, from the workspace's registry
+    texts = ["free prize win cash now", "see you at lunch tomorrow", "urgent call now to claim"]
+    port = free_port()
+    env = {**os.environ, **ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen([*_graft(bin_dir), "serve", "--port", str(port)], cwd=workspace, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", server, 60, "graft serve did not start")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", json.dumps({"texts": texts}).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            body = json.loads(resp.read())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        log_text = server.communicate(timeout=60)[0]
+    # uvicorn shuts down cleanly, then re-raises the signal it caught
+    assert server.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in log_text, log_text
+    p = load_params(workspace / "params.yaml")
+    version, model_dir = champion_dir(p.paths.registry)
+    full = Predictor(model_dir, version)  # the full install's answer
+    want = full.predict(texts)
+    assert [r["label"] for r in body["predictions"]] == want.labels, body
+    got = np.array([[r["probabilities"][label] for label in full.labels] for r in body["predictions"]])
+    np.testing.assert_allclose(got, want.probs, atol=1e-6)
+    logged = read_log(workspace / p.paths.log)
+    assert len(logged) == len(texts) and set(logged["model_version"]) == {version}, logged
+
+    # image: graft score with an image champion trained by the full install
+    images = tmp_path / "photos"
+    data = colour_images(images / "data", per_class=20)
+    (images / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"path": "data"}, "validate": {"labels": ["blue", "red"]},
+        "select": {"candidates": [{"name": "test_efficientnet", "weights": str(tiny_timm_dir)}], "cv_folds": 2,
+                   "strategy": "linear_probe", "latency_runs": 2},
+        "train": {"epochs": 1}, "export": {"latency_runs": 3, "quantize": False},
+        "paths": {"cache": str(tmp_path / "cache")}}))
+    cwd = Path.cwd()
+    os.chdir(images)
+    try:
+        summary = run_pipeline(Path("params.yaml"), say=lambda _m: None)
+    finally:
+        os.chdir(cwd)
+    assert summary.gate.champion == "v0001", summary
+    _sh([*_graft(bin_dir), "score", "data/red", "--out", "scored.csv"], images, bin_dir=bin_dir)
+    scored = pd.read_csv(images / "scored.csv").sort_values("input")
+    version, model_dir = champion_dir(images / load_params(images / "params.yaml").paths.registry)
+    full = Predictor(model_dir, version)
+    files = sorted((data / "red").iterdir())
+    want = full.predict([Image.open(f) for f in files])
+    assert list(scored["input"]) == [f.name for f in files] and list(scored["pred"]) == want.labels, scored
+    np.testing.assert_allclose(scored[[f"p_{c}" for c in full.labels]].to_numpy(), want.probs, atol=1e-5)
+
+    # the training stack is not there: said so, with the extra that brings it
+    refused = _sh([*_graft(bin_dir), "train"], workspace, ok=False, bin_dir=bin_dir)
+    assert refused.returncode == 2 and "pip install 'graft[full]'" in refused.stderr, refused.stderr
