@@ -26,7 +26,8 @@ def monitor_task(params_file: str) -> DriftResult:
 
 @flow(name="monitoring-flow", log_prints=True)
 def monitoring_flow(params_file: str = "params.yaml", retrain: bool = True) -> dict[str, Any]:
-    """Drift report on the production log; triggers training_flow on drift."""
+    """Drift report and label-free performance estimate on the production log; triggers
+    training_flow when monitor.trigger says so (drift by default)."""
     enter_workspace()
     logger = get_run_logger()
     r = monitor_task(params_file)
@@ -36,7 +37,12 @@ def monitoring_flow(params_file: str = "params.yaml", retrain: bool = True) -> d
     markdown("drift-decision", f"# Monitor: {r.decision}\n\nchampion {r.champion}, {r.current_records} current vs "
              f"{r.reference_records} reference records\n\n" + "\n".join(f"- {x}" for x in r.reasons)
              + (f"\n\nreport: {r.report_html}" if r.report_html else ""), "Drift decision")
+    if r.performance:
+        keys = ("method", "records", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "test_accuracy",
+                "estimated_drop", "harmful")
+        table("performance-estimate", [{k: r.performance.get(k) for k in keys}],
+              f"Estimated performance without labels, {r.champion}")
     out: dict[str, Any] = {"drift": r.to_dict(), "training": None}
     if r.trigger and retrain:
-        out["training"] = trigger_training(params_file, "drift: " + "; ".join(r.reasons))
+        out["training"] = trigger_training(params_file, "monitor: " + "; ".join(r.reasons))
     return out

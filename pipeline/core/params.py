@@ -235,6 +235,13 @@ class MonitorParams(Section):
         "and the rule's false-alarm rate is then not known")
     embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
     cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
+    estimator: Literal["cbpe", "atc"] = Field(
+        "cbpe", description="the label-free accuracy estimate: cbpe (expected accuracy and macro-F1 from the "
+        "calibrated probabilities) or atc (average thresholded confidence); bench/estimate.py measures both")
+    trigger: Literal["drift", "estimated_drop", "drift_and_drop", "drift_or_drop"] = Field(
+        "drift", description="what triggers retraining: input drift, an estimated accuracy drop of more than "
+        "max_estimated_drop below the champion's test accuracy, both together, or either")
+    max_estimated_drop: float = Field(0.05, gt=0, lt=1, description="the estimated drop (accuracy, 0-1) that counts")
     seed: int = 0
 
     @model_validator(mode="before")

@@ -27,12 +27,13 @@ import pandas as pd
 
 from pipeline.core.params import MonitorParams, Params
 from pipeline.core.storage import Store
+from pipeline.production.estimate import estimate_performance
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference, reference_rows
 from pipeline.production.rule import DriftRule, drift_rule
-from pipeline.release.registry import champion_dir
+from pipeline.release.registry import Registry, champion_dir
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DriftResult:
     drift_share: float = 0.0
     embedding: dict[str, Any] = field(default_factory=dict)
     rule: dict[str, Any] = field(default_factory=dict)  # the decision rule and its false-alarm rate
+    performance: dict[str, Any] = field(default_factory=dict)  # the label-free estimate and the estimated drop
     reference_rows: dict[str, int] = field(default_factory=dict)  # per split: what the reference holds
     report_html: str = ""
     seconds: float = 0.0
@@ -164,6 +166,40 @@ def drift_decision(per_col: dict[str, dict[str, Any]], emb: dict[str, Any], rule
     return drift, [*reasons, f"rule: {rule.describe()}"]
 
 
+# ------------------------------------------------------------------------ performance without labels
+
+
+def estimated_performance(params: Params, name: str, model_dir: Path, reference: pd.DataFrame,
+                          current: pd.DataFrame) -> dict[str, Any]:
+    """The label-free estimate on the window and its drop from the champion's test accuracy."""
+    mp = params.monitor
+    labels = json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8"))["labels"]
+    estimate = estimate_performance(reference, current.reset_index(drop=True), labels, mp.estimator, seed=mp.seed)
+    test = Registry(params.paths.registry).get(name).summary.get("test", {}).get("accuracy")
+    drop = None if test is None else float(test) - estimate.accuracy
+    summary = estimate.describe()
+    if drop is not None:
+        summary += (f"; {drop:.3f} below the test accuracy {float(test):.3f}" if drop >= 0 else
+                    f"; {-drop:.3f} above the test accuracy {float(test):.3f}")
+    return {**estimate.to_dict(), "test_accuracy": test, "estimated_drop": drop,
+            "harmful": bool(drop is not None and drop > mp.max_estimated_drop),
+            "max_estimated_drop": mp.max_estimated_drop, "summary": summary}
+
+
+def trigger_rule(mp: MonitorParams, result: DriftResult) -> tuple[bool, str]:
+    """Whether this window asks for retraining under monitor.trigger, and the sentence that says why."""
+    if result.decision == "insufficient_data":
+        return False, ""
+    harmful = bool(result.performance.get("harmful"))
+    wanted = {"drift": result.drift, "estimated_drop": harmful, "drift_and_drop": result.drift and harmful,
+              "drift_or_drop": result.drift or harmful}[mp.trigger]
+    said = {"drift": "input drift", "estimated_drop": f"an estimated accuracy drop > {mp.max_estimated_drop:g}",
+            "drift_and_drop": f"input drift with an estimated accuracy drop > {mp.max_estimated_drop:g}",
+            "drift_or_drop": f"input drift or an estimated accuracy drop > {mp.max_estimated_drop:g}"}[mp.trigger]
+    return wanted, (f"monitor.trigger={mp.trigger}: {said} "
+                    + ("asks for retraining" if wanted else "does not hold: no retraining"))
+
+
 # ------------------------------------------------------------------------ the stage
 
 def _state(out: Store) -> dict[str, Any]:
@@ -212,10 +248,15 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         _html(out, "embedding.html", emb_snap)
         drift, reasons = drift_decision(per_col, emb, rule)
         drifted = sum(bool(c.get("drifted")) for c in per_col.values())
+        performance = estimated_performance(params, name, model_dir, reference, current)
+        reasons.insert(-1, performance["summary"])
         result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
                              reasons=reasons, columns=per_col, drift_share=drifted / max(len(per_col), 1),
-                             embedding=emb, rule=rule.to_dict(), report_html=html)
-    if result.drift:
+                             embedding=emb, rule=rule.to_dict(), performance=performance, report_html=html)
+    wanted, why = trigger_rule(mp, result)
+    if why:
+        result.reasons.append(why)
+    if wanted:
         state = _state(out)
         last = datetime.fromisoformat(state["last_trigger"]) if state.get("champion") == name else None
         if last is not None and now - last < timedelta(hours=mp.cooldown_hours):

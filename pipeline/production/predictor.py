@@ -88,6 +88,6 @@ class Predictor:
         for i, label in enumerate(preds.labels):
             row: dict[str, Any] = {"model_version": self.version, "source": sources[i] if sources else "",
                                    **preds.features[i], "pred": label, "confidence": float(preds.confidence[i]),
-                                   "embedding": preds.embedding[i]}
+                                   "probs": preds.probs[i].astype(np.float32), "embedding": preds.embedding[i]}
             out.append(row)
         return out

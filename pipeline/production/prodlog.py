@@ -39,11 +39,16 @@ def _hour_parts(ts: datetime) -> tuple[str, str]:
     return f"date={ts:%Y-%m-%d}", f"hour={ts:%H}"
 
 
+VECTORS = ("embedding", "probs")  # list<float32> columns: the model's embedding and class probabilities
+
+
 def _table(records: list[dict[str, Any]]) -> pa.Table:
-    emb = [np.asarray(r["embedding"], dtype=np.float32) for r in records]
-    cols = {k: [r[k] for r in records] for k in records[0] if k != "embedding"}
-    table = pa.Table.from_pydict(cols)
-    return table.append_column("embedding", pa.array([e.tolist() for e in emb], type=pa.list_(pa.float32())))
+    table = pa.Table.from_pydict({k: [r[k] for r in records] for k in records[0] if k not in VECTORS})
+    for name in VECTORS:
+        if name in records[0]:
+            values = [np.asarray(r[name], dtype=np.float32).tolist() for r in records]
+            table = table.append_column(name, pa.array(values, type=pa.list_(pa.float32())))
+    return table
 
 
 class ProductionLog:

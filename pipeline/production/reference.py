@@ -56,7 +56,8 @@ def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: i
     frame = pd.DataFrame(records)
     frame["split"] = rows["split"].to_numpy()
     frame["label"] = rows["label"].to_numpy()
-    frame["embedding"] = [np.asarray(e, dtype=np.float32) for e in frame["embedding"]]
+    for vector in ("embedding", "probs"):
+        frame[vector] = [np.asarray(e, dtype=np.float32) for e in frame[vector]]
     write_parquet_atomic(model_dir / REFERENCE, frame)
     return frame
 

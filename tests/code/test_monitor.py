@@ -62,7 +62,8 @@ def test_unseen_traffic_from_the_training_distribution_is_no_drift_and_shifted_t
     assert r.rule["false_alarm_rate"] == 0.02 and r.rule["column_alpha"] == pytest.approx(0.01 / 6)
     assert {c: r.columns[c]["method"] for c in ("length", "confidence", "pred")} == {
         "length": "ks", "confidence": "ks", "pred": "chisquare"}, r.columns
-    assert "at most 2.0% of healthy windows are called drift" in r.reasons[-1]
+    assert any("at most 2.0% of healthy windows are called drift" in x for x in r.reasons), r.reasons
+    assert r.reasons[-1] == "monitor.trigger=drift: input drift does not hold: no retraining"
     assert r.reference_rows and sum(r.reference_rows.values()) == r.reference_records
 
     _log(shifted_texts(60), p)
@@ -119,3 +120,38 @@ def test_only_the_champions_records_are_compared(workspace):
         log.append([{**r, "model_version": "v0000"} for r in pd.read_parquet(part).to_dict("records")])
     r = run_monitor(p, "mon")
     assert r.current_records == 30
+
+
+def test_the_label_free_estimate_is_reported_and_the_trigger_rule_decides(workspace):
+    p = load_params("params.yaml")
+    unseen = [text for text, _ in spam_rows(per_class=30, seed=7)]
+    _log(unseen, p)
+    clean = run_monitor(p, "mon", current=read_log(p.paths.log))
+    _log(shifted_texts(60), p)
+    shifted_window = read_log(p.paths.log).tail(60)
+    shifted = run_monitor(p, "mon", current=shifted_window)
+    for r in (clean, shifted):
+        perf = r.performance
+        assert perf["method"] == "cbpe" and perf["records"] == r.current_records
+        assert 0 <= perf["accuracy_low"] <= perf["accuracy"] <= perf["accuracy_high"] <= 1, perf
+        assert perf["estimated_drop"] == pytest.approx(perf["test_accuracy"] - perf["accuracy"])
+        assert any(x.startswith("estimated accuracy") and "no labels" in x for x in r.reasons), r.reasons
+    # words the model never saw: it is unsure, so it is estimated much worse than on clean traffic
+    assert shifted.performance["accuracy"] < clean.performance["accuracy"] - 0.1, (shifted.performance,
+                                                                                   clean.performance)
+    saved = json.loads(Path("mon/drift.json").read_text())["performance"]
+    assert saved["accuracy"] == pytest.approx(shifted.performance["accuracy"])
+
+    # drift_and_drop: drift that the estimate calls harmless does not retrain
+    lenient = load_params("params.yaml", ["monitor.trigger=drift_and_drop", "monitor.max_estimated_drop=0.99"])
+    r = run_monitor(lenient, "mon2", current=shifted_window)
+    assert r.drift and not r.performance["harmful"] and not r.trigger
+    assert "monitor.trigger=drift_and_drop: input drift with an estimated accuracy drop > 0.99 does not hold" \
+        in r.reasons[-1]
+    # estimated_drop: the estimate alone retrains, without drift
+    strict = load_params("params.yaml", ["monitor.trigger=estimated_drop",
+                                         f"monitor.max_estimated_drop={max(clean.performance['estimated_drop'], 0) / 2 + 1e-6}"])
+    r = run_monitor(strict, "mon3", current=read_log(p.paths.log).head(len(unseen)))
+    assert clean.performance["estimated_drop"] > 0  # the test accuracy is 1.0; no estimate is
+    assert r.performance["harmful"] and r.trigger and r.decision == "no_drift", r.performance
+    assert r.reasons[-1].startswith("monitor.trigger=estimated_drop: an estimated accuracy drop > ")

@@ -133,7 +133,7 @@ def test_monitoring_flow_triggers_training_on_drift_once(workspace):
     out = monitoring_flow(params_file="params.yaml")
     assert out["drift"]["decision"] == "drift"
     training = out["training"]
-    assert training["triggered"] == "subflow" and training["reason"].startswith("drift: ")
+    assert training["triggered"] == "subflow" and training["reason"].startswith("monitor: ")
     assert training["status"] == "unchanged"  # no new labelled data: the same model, nothing registered
     again = monitoring_flow(params_file="params.yaml")
     assert again["drift"]["decision"] == "drift" and again["training"] is None  # the cooldown

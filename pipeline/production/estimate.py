@@ -1,0 +1,147 @@
+"""How accurate is the champion on production traffic that has no labels? (label-free estimates)
+
+The exported logits are calibrated (temperature scaling fitted on val is folded into the head),
+so each production row's probabilities say how likely each class is to be its true one. Two
+estimators read them (`monitor.estimator`):
+
+- `cbpe`, confidence-based performance estimation (NannyML's CBPE, here for any classifier):
+  every row's true class is drawn from its probabilities, many times; each draw gives a realised
+  accuracy and macro-F1, whose mean is the estimate and whose 2.5-97.5% range is the sampling
+  interval (the expected confusion matrix is the mean of the drawn ones).
+- `atc`, average thresholded confidence (Garg et al., ICLR 2022): the confidence threshold at
+  which the share of the reference's val rows above it equals their accuracy; the estimate is
+  the share of current rows above it. Its macro-F1 is cbpe's (atc estimates accuracy only).
+
+Both are checked on the champion's held-out reference, which has labels: fitted on its val rows,
+compared with the truth on its test rows. That gap (the estimator's error on data like the
+training data) widens the interval on both sides. bench/estimate.py measures the estimators on
+real data with and without shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ESTIMATORS = ("cbpe", "atc")
+
+
+@dataclass(frozen=True)
+class PerformanceEstimate:
+    method: str
+    records: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    macro_f1: float | None
+    macro_f1_low: float | None
+    macro_f1_high: float | None
+    reference_accuracy: float | None  # the truth on the reference's test rows
+    reference_estimate: float | None  # the estimator on the same rows (fitted on val)
+    threshold: float | None = None  # atc's confidence threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        f1 = (f", macro-F1 {self.macro_f1:.3f} [{self.macro_f1_low:.3f}, {self.macro_f1_high:.3f}]"
+              if self.macro_f1 is not None else "")
+        check = (f"; on the reference's test rows {self.reference_estimate:.3f} estimated vs "
+                 f"{self.reference_accuracy:.3f} true" if self.reference_accuracy is not None else "")
+        return (f"estimated accuracy {self.accuracy:.3f} [{self.accuracy_low:.3f}, {self.accuracy_high:.3f}]{f1} "
+                f"({self.method}, {self.records} records, no labels{check})")
+
+
+def probabilities(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """(n, classes) probabilities of a log or reference frame; rows logged before probabilities
+    were (or by another model) get their confidence on the predicted class and the rest spread evenly."""
+    k = len(labels)
+    index = {c: i for i, c in enumerate(labels)}
+    out = np.empty((len(frame), k), dtype=np.float64)
+    probs = frame["probs"].to_numpy() if "probs" in frame else [None] * len(frame)
+    for row, (p, pred, conf) in enumerate(zip(probs, frame["pred"], frame["confidence"], strict=True)):
+        if p is not None and not (np.isscalar(p) and pd.isna(p)) and len(p) == k:
+            out[row] = np.asarray(p, dtype=np.float64)
+        else:
+            out[row] = (1.0 - float(conf)) / max(k - 1, 1)
+            out[row, index.get(str(pred), 0)] = float(conf)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def _draws(probs: np.ndarray, pred: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Realised (accuracy, macro-F1) for `draws` label draws from the probabilities."""
+    rng = np.random.default_rng(seed)
+    cum = probs.cumsum(axis=1)
+    k = probs.shape[1]
+    acc, f1 = np.empty(draws), np.empty(draws)
+    for d in range(draws):
+        y = np.minimum((rng.random((len(probs), 1)) > cum).sum(axis=1), k - 1)
+        acc[d] = float((y == pred).mean())
+        tp = np.bincount(pred[y == pred], minlength=k)
+        n_true, n_pred = np.bincount(y, minlength=k), np.bincount(pred, minlength=k)
+        denom = n_true + n_pred
+        present = denom > 0
+        f1[d] = float(np.mean(2 * tp[present] / denom[present]))
+    return acc, f1
+
+
+def _atc_threshold(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """The threshold whose share of confidences above it is the accuracy."""
+    return float(np.quantile(confidence, 1.0 - correct.mean())) if len(confidence) else 0.5
+
+
+def _reference_check(reference: pd.DataFrame, labels: list[str], method: str,
+                     draws: int, seed: int) -> tuple[float | None, float | None]:
+    """(truth, estimate) on the reference's test rows, the estimator fitted on its val rows."""
+    if "label" not in reference or "split" not in reference:
+        return None, None
+    val, test = reference[reference["split"] == "val"], reference[reference["split"] == "test"]
+    if len(test) < 10 or (method == "atc" and len(val) < 10):
+        return None, None
+    truth = float((test["pred"].astype(str) == test["label"].astype(str)).mean())
+    if method == "atc":
+        t = _atc_threshold(val["confidence"].to_numpy(float),
+                           (val["pred"].astype(str) == val["label"].astype(str)).to_numpy())
+        return truth, float((test["confidence"].to_numpy(float) > t).mean())
+    p = probabilities(test, labels)
+    return truth, float(_draws(p, p.argmax(1), draws, seed)[0].mean())
+
+
+def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels: list[str], method: str = "cbpe",
+                         draws: int = 200, seed: int = 0) -> PerformanceEstimate:
+    """The champion's accuracy and macro-F1 on `current` (log rows: pred, confidence, probs) with an
+    interval, from its probabilities alone; `reference` (held-out rows with labels) fits atc and
+    measures the estimator's own error."""
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {method!r}: one of {ESTIMATORS}")
+    probs = probabilities(current, labels)
+    index = {c: i for i, c in enumerate(labels)}
+    pred = np.array([index.get(str(c), 0) for c in current["pred"]], dtype=np.int64)
+    acc_draws, f1_draws = _draws(probs, pred, draws, seed)
+    ref_truth, ref_est = _reference_check(reference, labels, method, draws, seed)
+    slack = abs(ref_truth - ref_est) if ref_truth is not None and ref_est is not None else 0.0
+    threshold = None
+    if method == "atc":
+        fit = reference[reference["split"] == "val"] if "split" in reference else reference
+        fit = fit if len(fit) >= 10 else reference
+        threshold = _atc_threshold(fit["confidence"].to_numpy(float),
+                                   (fit["pred"].astype(str) == fit["label"].astype(str)).to_numpy())
+        accuracy = float((current["confidence"].to_numpy(float) > threshold).mean())
+        half = 1.96 * np.sqrt(accuracy * (1 - accuracy) / max(len(current), 1))
+        low, high = accuracy - half, accuracy + half
+    else:
+        accuracy = float(acc_draws.mean())
+        low, high = np.quantile(acc_draws, [0.025, 0.975])
+
+    def clip(x: float) -> float:
+        return float(min(1.0, max(0.0, x)))
+
+    f1_low, f1_high = np.quantile(f1_draws, [0.025, 0.975])
+    return PerformanceEstimate(method=method, records=len(current), accuracy=accuracy,
+                               accuracy_low=clip(low - slack), accuracy_high=clip(high + slack),
+                               macro_f1=float(f1_draws.mean()), macro_f1_low=clip(f1_low - slack),
+                               macro_f1_high=clip(f1_high + slack), reference_accuracy=ref_truth,
+                               reference_estimate=ref_est, threshold=threshold)
