@@ -86,6 +86,20 @@ def leaderboard(console: Console, result: Any, out_dir: Path) -> None:
     console.print(f"chosen: [bold]{escape(result.chosen.name)}[/], strategy [bold]{result.strategy}[/]")
     for reason in result.reasons:
         console.print(f"  - {escape(reason)}", soft_wrap=True)
+    audit = result.audit
+    if audit is not None:
+        colour = "yellow" if len(audit.issues) else "green"
+        console.print(f"label audit ({audit.mode}): [{colour}]{len(audit.issues)} of {audit.examined}[/] train/val "
+                      "labels look wrong (cleanlab, out-of-fold probabilities)"
+                      + ("; the training ones are left out of training" if audit.mode == "quarantine" and
+                         len(audit.issues) else ""), soft_wrap=True)
+        if len(audit.issues):
+            table = Table("id", "split", "label", "suggested", "P(label)", title_justify="left")
+            for r in audit.issues.head(10).itertuples():
+                table.add_row(escape(str(r.id)), r.split, escape(str(r.label)), escape(str(r.suggested)),
+                              f"{r.label_probability:.3f}")
+            console.print(table)
+            console.print(f"all of them: {out_dir / 'label_issues.csv'}")
     console.print(f"leaderboard: {out_dir / 'leaderboard.md'}")
 
 

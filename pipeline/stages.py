@@ -43,12 +43,13 @@ STAGES: tuple[Stage, ...] = (
           metrics=(a.VALIDATION_METRICS,)),
     Stage("select", "pipeline.model.select:run_select",
           "Score the candidates with a probe on frozen features; choose a model and a strategy.",
-          # the full probe and the strategy rule read train's probe settings and its margin
-          ("select", "train.max_length", "train.seed", "train.probe_c", "train.class_weighting", "train.min_gain"),
+          # the full probe and the strategy rule read train's probe settings and its margin; the label audit its mode
+          ("select", "train.max_length", "train.seed", "train.probe_c", "train.class_weighting", "train.min_gain",
+           "validate.label_issues"),
           ("validate",), outs=("",)),
     Stage("train", "pipeline.model.train:run_train",
           "Fine-tune the selected model with the selected strategy.",
-          ("train", "select.strategy", "evaluate.ece_bins"), ("validate", "select"),
+          ("train", "select.strategy", "evaluate.ece_bins", "validate.label_issues"), ("validate", "select"),
           outs=(a.MODEL, a.HISTORY, a.RESOLVED, a.FINGERPRINT), metrics=(a.TRAIN_METRICS,), persist=(a.CHECKPOINTS,)),
     Stage("evaluate", "pipeline.model.evaluate:run_evaluate",
           "Test-split metrics, calibration, slices, behavioural checks and plots.",

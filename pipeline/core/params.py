@@ -88,6 +88,8 @@ class ValidateParams(Section):
     min_per_class: MinPerClass = Field(default_factory=MinPerClass)
     on_bad_rows: Literal["quarantine", "fail"] = "quarantine"
     max_bad_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    label_issues: Literal["warn", "quarantine", "off"] = Field("warn", description="select's label audit: warn = "
+                                                               "list; quarantine = also train without them")
     image: ImageChecks = Field(default_factory=ImageChecks)
     text: TextChecks = Field(default_factory=TextChecks)
 
@@ -235,12 +237,9 @@ class MonitorParams(Section):
         "and the rule's false-alarm rate is then not known")
     embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
     cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
-    estimator: Literal["cbpe", "atc"] = Field(
-        "cbpe", description="the label-free accuracy estimate: cbpe (expected accuracy and macro-F1 from the "
-        "calibrated probabilities) or atc (average thresholded confidence); bench/estimate.py measures both")
+    estimator: Literal["cbpe", "atc"] = Field("cbpe", description="the label-free accuracy estimate")
     trigger: Literal["drift", "estimated_drop", "drift_and_drop", "drift_or_drop"] = Field(
-        "drift", description="what triggers retraining: input drift, an estimated accuracy drop of more than "
-        "max_estimated_drop below the champion's test accuracy, both together, or either")
+        "drift", description="retrain on input drift, on an estimated drop below the test accuracy, both, or either")
     max_estimated_drop: float = Field(0.05, gt=0, lt=1, description="the estimated drop (accuracy, 0-1) that counts")
     seed: int = 0
 

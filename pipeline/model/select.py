@@ -30,6 +30,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError, ParamsError
 from pipeline.core.io import write_json_atomic, write_text_atomic
 from pipeline.core.params import Candidate, Params, SelectParams
+from pipeline.model.audit import LABEL_ISSUES, LabelAudit, audit_labels
 from pipeline.model.backbones import (
     Classifier,
     UnsupportedCandidate,
@@ -39,7 +40,7 @@ from pipeline.model.backbones import (
 )
 from pipeline.model.features import embed_frame
 from pipeline.model.loaders import make_loader
-from pipeline.model.probe import fit_probe_head
+from pipeline.model.probe import fit_probe_head, probe_grid
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
 
 
@@ -68,11 +69,13 @@ class SelectResult:
     reasons: list[str]
     sample_size: int
     probe_val: dict[str, float]  # the chosen model's full probe: all of train, scored on val
+    audit: LabelAudit | None = None  # suspected label errors (validate.label_issues)
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": asdict(self.chosen), "strategy": self.strategy, "reasons": self.reasons,
                 "sample_size": self.sample_size, "probe_val": self.probe_val,
-                "leaderboard": [asdict(s) for s in self.scores]}
+                "leaderboard": [asdict(s) for s in self.scores],
+                "label_audit": self.audit.summary() if self.audit else None}
 
     def markdown(self) -> str:
         head = (f"Ranking score: a ridge probe, cross-validated on a sample of {self.sample_size} training examples "
@@ -87,8 +90,9 @@ class SelectResult:
         why = "\n".join(f"- {r}" for r in self.reasons)
         full = (f"**Full probe of {self.chosen.name}** (logistic regression on every training example, scored on "
                 f"val): macro-F1 {_fmt(self.probe_val['macro_f1'])}, accuracy {_fmt(self.probe_val['accuracy'])}")
+        audit = f"\n{self.audit.markdown()}" if self.audit else ""
         return (f"{head}\n" + "\n".join(rows) + f"\n\n{full}\n\n**Chosen:** {self.chosen.name}, strategy "
-                f"**{self.strategy}**\n\n{why}\n")
+                f"**{self.strategy}**\n\n{why}\n{audit}")
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -216,7 +220,7 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     ranked = sorted(scores, key=lambda s: (s.status != "ok", -np.nan_to_num(s.probe_macro_f1, nan=-1.0),
                                            np.nan_to_num(s.latency_ms, nan=np.inf)))
     chosen = ranked[0]
-    probe_val = full_probe(chosen, manifest, labels, root, params)
+    probe_val, audit = full_probe(chosen, manifest, labels, root, params)
     # the median class, not the smallest: one rare class (TREC's 71 abbreviation questions beside
     # 900-odd of each other type) does not make 4,600 examples small data
     n_typical = int(train["label"].value_counts().reindex(labels, fill_value=0).median())
@@ -224,13 +228,14 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
                                         params.train.min_gain)
     reasons.insert(0, f"{chosen.name} has the best ranking score ({chosen.probe_macro_f1:.3f}) of "
                       f"{len(usable)} usable candidate(s) within the budgets")
-    return SelectResult(ranked, chosen, strategy, reasons, len(sample), probe_val)
+    return SelectResult(ranked, chosen, strategy, reasons, len(sample), probe_val, audit)
 
 
 def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str], root: Path,
-               params: Params) -> dict[str, float]:
+               params: Params) -> tuple[dict[str, float], LabelAudit | None]:
     """The chosen candidate's real probe: train's logistic regression on every training example,
-    scored on val (the embeddings land in the cache train reads)."""
+    scored on val (the embeddings land in the cache train reads); and, on the same embeddings, the
+    label audit (validate.label_issues)."""
     backbone = load_backbone(chosen.candidate or chosen.name, chosen.weights, str(manifest["modality"].iloc[0]),
                              max_length=params.train.max_length, pretrained=chosen.pretrained)
     xy = {}
@@ -238,7 +243,15 @@ def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str]
         frame = manifest[manifest["split"] == split]
         xy[split] = (embed_frame(backbone, frame, root, params.paths.cache, batch_size=params.select.batch_size),
                      encode_labels(frame["label"], labels, f"the {split} split"))
-    return fit_probe_head(*xy["train"], *xy["val"], len(labels), params.train)[2]
+    _head, _history, metrics, best = fit_probe_head(*xy["train"], *xy["val"], len(labels), params.train)
+    mode = params.validate_.label_issues
+    if mode == "off":
+        return metrics, None
+    c, weighted = probe_grid(params.train)[best]
+    frame = pd.concat([manifest[manifest["split"] == s] for s in ("train", "val")])
+    audit = audit_labels(frame, np.vstack([xy["train"][0], xy["val"][0]]), np.r_[xy["train"][1], xy["val"][1]],
+                         labels, c, weighted, params.train, mode)
+    return metrics, audit
 
 
 def run_select(params: Params, ws: Workspace) -> SelectResult:
@@ -249,5 +262,7 @@ def run_select(params: Params, ws: Workspace) -> SelectResult:
     out = ws.select
     write_json_atomic(out / LEADERBOARD, result.to_dict())
     write_text_atomic(out / LEADERBOARD_MD, result.markdown())
+    issues = result.audit.issues if result.audit else pd.DataFrame(columns=["id", "split", "label", "suggested"])
+    write_text_atomic(out / LABEL_ISSUES, issues.to_csv(index=False))
     save_resolved(params, out, "select")
     return result

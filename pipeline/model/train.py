@@ -15,6 +15,7 @@ give calibrated probabilities; the val ECE before and after is in metrics.json a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_json_atomic
 from pipeline.core.params import Params
+from pipeline.model.audit import LABEL_ISSUES
 from pipeline.model.backbones import Classifier, load_backbone, save_backbone_config
 from pipeline.model.distributed import init_distributed
 from pipeline.model.features import embed_frame
@@ -53,6 +55,8 @@ from pipeline.model.metrics import (
 )
 from pipeline.model.probe import EpochLog, fit_probe_head, probe_grid, refit_probe_head
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
+
+logger = logging.getLogger("graft.train")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,19 @@ def _calibrate(clf: Classifier, val_logits: np.ndarray, yv: np.ndarray, n: int, 
     return {"temperature": t, "val_ece_before": before, "val_ece_after": after}
 
 
+def without_label_issues(manifest: pd.DataFrame, ws: Workspace, mode: str) -> tuple[pd.DataFrame, int]:
+    """validate.label_issues=quarantine: the training rows select's label audit flagged are left out
+    (val and test keep theirs: the gate compares every version on the same held-out labels)."""
+    path = ws.select / LABEL_ISSUES
+    if mode != "quarantine" or not path.exists():
+        return manifest, 0
+    flagged = pd.read_csv(path, dtype={"id": str})
+    drop = (manifest["split"] == "train") & manifest["id"].astype(str).isin(flagged.loc[flagged["split"] == "train", "id"])
+    if drop.any():
+        logger.info("label audit: %d flagged training rows left out (validate.label_issues=quarantine)", int(drop.sum()))
+    return manifest[~drop].reset_index(drop=True), int(drop.sum())
+
+
 def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog | None = None) -> TrainResult:
     """Stage entry: read validate's manifest and select's decision; write model/ and metrics.json."""
     manifest = load_validated(ws.validate)
@@ -171,6 +188,7 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
     labels = dataset_labels(params.validate_.labels, manifest)
     if params.select.strategy != "auto":
         decision["strategy"] = params.select.strategy
+    manifest, quarantined = without_label_issues(manifest, ws, params.validate_.label_issues)
     out = ws.train
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # a declared output, empty for linear_probe
     result = train_model(manifest, labels, ws.data, decision, params, out, resume, log)
@@ -182,7 +200,8 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
         "strategy": result.strategy, "shipped": shipped, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
-        "calibration": result.calibration, "refit": result.refit, "stopped": result.stopped, "seconds": round(result.seconds, 1)})
+        "calibration": result.calibration, "refit": result.refit, "stopped": result.stopped,
+        "label_issues_quarantined": quarantined, "seconds": round(result.seconds, 1)})
     write_json_atomic(out / HISTORY, result.history)
     save_resolved(params, out, "train")
     if not math.isfinite(result.val["loss"]):
