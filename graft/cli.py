@@ -244,7 +244,8 @@ def score(
     predictor = Predictor(model_dir, name, p.serve.model)
     log = None if no_log else ProductionLog(p.paths.log, p.serve.flush_records, p.serve.flush_seconds)
     try:
-        result = run_score(predictor, source, output, log, p.data, max_pixels=p.serve.max_pixels)
+        result = run_score(predictor, source, output, log, p.data, max_pixels=p.serve.max_pixels,
+                           keep_inputs=p.serve.keep_inputs)
     finally:
         if log is not None:
             log.close()

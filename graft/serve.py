@@ -13,6 +13,7 @@ get a 4xx naming what was wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -30,7 +31,7 @@ from pipeline.core.errors import ModelNotFound
 from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind, open_image
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
-from pipeline.production.predictor import Predictor
+from pipeline.production.predictor import Predictor, text_inputs
 from pipeline.production.prodlog import ProductionLog
 from pipeline.production.runtime import THREADS_ENV
 from pipeline.release.registry import Registry, champion_dir
@@ -125,7 +126,7 @@ def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_
                   ) -> tuple[list[Any], list[str]]:
     """Each upload checked (size, declared pixels, decoding) and turned into the model's input at
     once: a request holds one decoded image at a time, whatever its batch."""
-    inputs, names = [], []
+    inputs, names, raw = [], [], []
     for i, up in enumerate(uploads):
         name = f"files[{i}] ({getattr(up, 'filename', None) or 'upload'})"
         data = up.file.read(max_bytes + 1)
@@ -137,7 +138,8 @@ def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_
             raise HTTPException(413 if isinstance(exc, TooLarge) else 422, detail=str(exc)) from None
         inputs.append(predictor.image_input(image))
         names.append(name)
-    return inputs, names
+        raw.append((data, Path(getattr(up, "filename", None) or "").suffix[:8]))
+    return inputs, names, raw
 
 
 def _texts(body: Any) -> list[str]:
@@ -200,8 +202,11 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                 raise HTTPException(422, detail="no image in the request: use the form field 'files'")
             if len(uploads) > sp.max_batch:
                 raise HTTPException(413, detail=f"{len(uploads)} images; at most serve.max_batch={sp.max_batch}")
-            inputs, sources = await run_in_threadpool(_image_inputs, predictor, uploads,
-                                                      int(sp.max_upload_mb * 2**20), sp.max_pixels)
+            inputs, sources, raw = await run_in_threadpool(_image_inputs, predictor, uploads,
+                                                           int(sp.max_upload_mb * 2**20), sp.max_pixels)
+            keep = (lambda: [{"input_sha256": log.keep_input(d, sfx)} for d, sfx in raw]) if sp.keep_inputs else (
+                lambda: [{"input_sha256": hashlib.sha256(d).hexdigest()} for d, _ in raw])
+            identity = await run_in_threadpool(keep)
         else:
             if not ctype.startswith("application/json"):
                 raise HTTPException(415, detail=f'model {predictor.version} classifies text: send JSON '
@@ -218,10 +223,11 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
             if len(inputs) > sp.max_batch:
                 raise HTTPException(413, detail=f"{len(inputs)} texts; at most serve.max_batch={sp.max_batch}")
             sources = ["api"] * len(inputs)
+            identity = text_inputs(inputs, sp.keep_inputs)
         # inference off the event loop: /health and other requests are answered meanwhile
         run = predictor.predict_image_inputs if predictor.modality == "image" else predictor.predict_texts
         preds = await run_in_threadpool(run, inputs)
-        log.append(predictor.records(preds, sources))
+        log.append(predictor.records(preds, sources, identity))
         return PredictResponse(model_version=predictor.version, predictions=[
             Prediction(label=lbl, confidence=float(preds.confidence[i]),
                        probabilities={c: float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)})

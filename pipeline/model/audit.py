@@ -32,6 +32,7 @@ class LabelAudit:
     examined: int
     issues: pd.DataFrame  # COLUMNS, worst first
     folds: int
+    quality: pd.DataFrame | None = None  # every examined row: id, split, label_probability (lowest first)
 
     def summary(self) -> dict[str, Any]:
         top = self.issues.head(20)
@@ -75,7 +76,7 @@ def audit_labels(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, labels: list
 
     present = np.unique(y)
     if len(present) < 2 or np.bincount(y)[present].min() < 2:
-        return LabelAudit(mode, len(y), pd.DataFrame(columns=COLUMNS), 0)
+        return LabelAudit(mode, len(y), pd.DataFrame(columns=COLUMNS), 0, None)
     probs, folds = out_of_fold_probabilities(x, y, len(labels), c, weighted, tp)
     remap = np.full(len(labels), -1)
     remap[present] = np.arange(len(present))  # cleanlab wants the classes that occur, numbered densely
@@ -85,4 +86,8 @@ def audit_labels(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, labels: list
         "id": frame["id"].to_numpy()[ranked].astype(str), "split": frame["split"].to_numpy()[ranked],
         "label": [labels[i] for i in y[ranked]], "suggested": [labels[i] for i in probs[ranked].argmax(1)],
         "label_probability": probs[ranked, y[ranked]].round(4), "rank": np.arange(1, len(ranked) + 1)})
-    return LabelAudit(mode, len(y), issues, folds)
+    given = probs[np.arange(len(y)), y]
+    order = np.argsort(given, kind="stable")
+    quality = pd.DataFrame({"id": frame["id"].to_numpy()[order].astype(str), "split": frame["split"].to_numpy()[order],
+                            "label_probability": given[order]})
+    return LabelAudit(mode, len(y), issues, folds, quality)

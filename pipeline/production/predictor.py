@@ -9,6 +9,7 @@ the saved tokenizer for text, as in training and export, without torch (model/in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +83,22 @@ class Predictor:
         top = probs.argmax(1)
         return Predictions([self.labels[i] for i in top], probs.max(1), probs, emb, feats)
 
-    def records(self, preds: Predictions, sources: list[str] | None = None) -> list[dict[str, Any]]:
-        """Production-log rows for these predictions (timestamped by the log)."""
+    def records(self, preds: Predictions, sources: list[str] | None = None,
+                inputs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Production-log rows for these predictions (timestamped by the log); `inputs` adds, per row,
+        what identifies the input (input_sha256, and the text itself for a text model)."""
         out = []
         for i, label in enumerate(preds.labels):
             row: dict[str, Any] = {"model_version": self.version, "source": sources[i] if sources else "",
-                                   **preds.features[i], "pred": label, "confidence": float(preds.confidence[i]),
+                                   **(inputs[i] if inputs else {}), **preds.features[i], "pred": label,
+                                   "confidence": float(preds.confidence[i]),
                                    "probs": preds.probs[i].astype(np.float32), "embedding": preds.embedding[i]}
             out.append(row)
         return out
+
+
+def text_inputs(texts: list[str], keep: bool = True) -> list[dict[str, Any]]:
+    """Per text: its content hash (sha256 of the UTF-8 bytes: what prepare and ingest compute, so
+    labels that arrive later match), and the text itself when `keep` (the label queue shows it)."""
+    return [{"input_sha256": hashlib.sha256(t.encode("utf-8", "surrogateescape")).hexdigest(),
+             **({"text": t} if keep else {})} for t in texts]

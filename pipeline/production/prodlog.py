@@ -15,6 +15,7 @@ embedding (float32 list).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import socket
@@ -39,6 +40,7 @@ def _hour_parts(ts: datetime) -> tuple[str, str]:
     return f"date={ts:%Y-%m-%d}", f"hour={ts:%H}"
 
 
+INPUTS = "inputs"  # kept request inputs (images), by content hash: inputs/<sha[:2]>/<sha><suffix>
 VECTORS = ("embedding", "probs")  # list<float32> columns: the model's embedding and class probabilities
 
 
@@ -86,6 +88,15 @@ class ProductionLog:
         self.written += len(batch)
         return len(batch)
 
+    def keep_input(self, data: bytes, suffix: str = "") -> str:
+        """An input's bytes under inputs/, named by their sha256 (written once, however often they
+        come); the hash. The label queue and realised accuracy find inputs by it."""
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{digest}{suffix.lower()}"
+        if not self.store.exists(INPUTS, digest[:2], name):
+            self.store.put(data, INPUTS, digest[:2], name)
+        return digest
+
     def _tick(self) -> None:
         while not self._stop.wait(self.flush_seconds):
             self.flush()
@@ -128,3 +139,13 @@ def read_log(root: str | Path, hours: float | None = None, last: int = 0,
         frame = frame[frame["timestamp"] >= since]
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
     return frame.tail(last).reset_index(drop=True) if last else frame
+
+
+def kept_input(root: str | Path, digest: str) -> tuple[str, bytes] | None:
+    """A kept input's file name and bytes, by its sha256; None when it was not kept."""
+    store = Store(root)
+    found = sorted(store.glob(f"{INPUTS}/{digest[:2]}/{digest}*"))
+    if not found:
+        return None
+    name = PurePosixPath(str(found[0])).name
+    return name, store.read_bytes(INPUTS, digest[:2], name)

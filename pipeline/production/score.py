@@ -8,6 +8,7 @@ file (by extension) and to the production log, like served traffic.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pipeline.core.io import write_parquet_atomic, write_text_atomic
 from pipeline.core.params import DataParams
 from pipeline.core.progress import progress
 from pipeline.data.tables import read_texts
-from pipeline.production.predictor import Predictor
+from pipeline.production.predictor import Predictor, text_inputs
 from pipeline.production.prodlog import ProductionLog
 
 
@@ -38,7 +39,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def score(predictor: Predictor, source: str | Path, output: str | Path, log: ProductionLog | None,
-          data: DataParams | None = None, batch_size: int = 32, max_pixels: int = 25_000_000) -> ScoreResult:
+          data: DataParams | None = None, batch_size: int = 32, max_pixels: int = 25_000_000,
+          keep_inputs: bool = True) -> ScoreResult:
     """Predict every input of `source`; `data` says how to read a text table (data.text_column...).
     A file or row that is not an input (unreadable, too large, not a text, blank) is skipped and
     reported; the others are scored."""
@@ -62,12 +64,16 @@ def score(predictor: Predictor, source: str | Path, output: str | Path, log: Pro
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     for chunk in progress(chunks, desc=f"scoring with {predictor.version}", unit="batch"):
         if predictor.modality == "image":
-            inputs, names = [], []
+            inputs, names, identity = [], [], []
             for path in chunk:  # one decoded image at a time; a bad file is skipped, never the batch
                 name = str(path.relative_to(source))
                 try:
-                    inputs.append(predictor.image_input(open_image(path, name, max_pixels)))
+                    data = path.read_bytes()
+                    inputs.append(predictor.image_input(open_image(data, name, max_pixels)))
                     names.append(name)
+                    digest = (log.keep_input(data, path.suffix) if log is not None and keep_inputs
+                              else hashlib.sha256(data).hexdigest())
+                    identity.append({"input_sha256": digest})
                 except InputRejected as exc:
                     skipped.append((str(path), str(exc)))
             if not inputs:
@@ -76,8 +82,9 @@ def score(predictor: Predictor, source: str | Path, output: str | Path, log: Pro
         else:
             names, inputs = [n for n, _ in chunk], [t for _, t in chunk]
             preds = predictor.predict_texts(inputs)
+            identity = text_inputs(inputs, keep_inputs)
         if log is not None:
-            log.append(predictor.records(preds, names))
+            log.append(predictor.records(preds, names, identity))
         for i, name in enumerate(names):
             rows.append({"input": name, "pred": preds.labels[i], "confidence": float(preds.confidence[i]),
                          **{f"p_{c}": float(p) for c, p in zip(predictor.labels, preds.probs[i], strict=True)}})

@@ -1,5 +1,6 @@
 """graft serve: predictions, 4xx for bad requests, hot reload of a new champion, and a log that survives kill -9."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from graft.local_service import free_port, wait_until_up
 from graft.serve import create_app
 from pipeline.core.config import load_params
-from pipeline.production.prodlog import ProductionLog, read_log
+from pipeline.production.prodlog import ProductionLog, kept_input, read_log
 from pipeline.release.registry import Registry, champion_dir
 
 
@@ -42,6 +43,12 @@ def test_predicts_single_and_batch_and_logs_each(client):
     assert len(log) == 4 and set(log["model_version"]) == {"v0001"}
     assert {"length", "word_count", "oov_share", "non_ascii_share", "embedding", "pred", "confidence"} <= set(log)
     assert len(log["embedding"].iloc[0]) == 32
+    # each record says which input it was (the content hash prepare computes) and keeps the text
+    # for the label queue; the class probabilities for the label-free estimate
+    assert list(log["text"]) == ["free prize win cash now", "hello see you later", "claim your prize now",
+                                 "lunch tomorrow"]
+    assert log["input_sha256"].iloc[0] == hashlib.sha256(b"free prize win cash now").hexdigest()
+    assert log["probs"].iloc[0].shape == (2,) and abs(float(log["probs"].iloc[0].sum()) - 1) < 1e-5
 
 
 def test_health_model_and_openapi(client):
@@ -149,6 +156,10 @@ def test_image_uploads_and_a_corrupt_upload(tmp_path, tiny_timm_dir, monkeypatch
         assert c.post("/predict", files=[("other", ("x.txt", b"x", "text/plain"))]).status_code == 422
     log = read_log(p.paths.log)
     assert len(log) == 4 and {"brightness", "sharpness", "colourfulness", "width"} <= set(log)
+    first = sorted((data / "red").iterdir())[0]
+    assert log["input_sha256"].iloc[0] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert kept_input(p.paths.log, log["input_sha256"].iloc[0]) == (
+        f"{log['input_sha256'].iloc[0]}.png", first.read_bytes())  # the upload's bytes, by content hash
     assert (log["width"].iloc[3], log["height"].iloc[3]) == (20, 60)  # stored 60x20, seen upright
     # batch scoring of a folder: an unreadable file is skipped and named, the rest scored
     from pipeline.production.predictor import Predictor
