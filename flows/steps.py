@@ -124,11 +124,18 @@ def run_stage(name: str, params: Params, ws: Workspace, *, dvc_mode: bool = Fals
         if name != "gate":
             record(name, params, ws, error=exc)
         raise
-    if name == "validate" and not params.validate_.labels:  # the labels it inferred and froze
-        params = params.model_copy(update={"validate_": params.validate_.model_copy(update={"labels": result.labels})})
+    params = with_inferred_labels(name, params, result)
     if name != "gate":  # nothing reads the gate's folder
         record(name, params, ws)
     return result
+
+
+def with_inferred_labels(name: str, params: Params, result: Any) -> Params:
+    """After validate inferred the labels (and froze them into the params file), the params the
+    next stages run with, and check their upstream against, carry them too."""
+    if name != "validate" or params.validate_.labels or result is None:
+        return params
+    return params.model_copy(update={"validate_": params.validate_.model_copy(update={"labels": result.labels})})
 
 
 def _run_in_process(name: str, params: Params, ws: Workspace, resume: bool, on_epoch: EpochLog | None) -> Any:
@@ -172,6 +179,7 @@ def run_pipeline(params_file: str | Path, overrides: list[str] | None = None, *,
             f"{' or --set was given' if overrides else ''})")
         for name in NAMES:
             result = run_stage(name, p, ws, on_epoch=on_epoch)
+            p = with_inferred_labels(name, p, result)
             if report:
                 report(name, result, ws)
         return read_summary(ws, "in-process", ran=True)

@@ -150,3 +150,18 @@ def test_deployments_are_declared_with_their_schedules(workspace):
     assert deps["graft-ingest"].schedules[0].schedule.interval.total_seconds() == 300
     assert deps["graft-training"].parameters["params_file"] == "params.yaml"
     shutil.rmtree("registry")  # nothing above needed the registry: the declarations stand alone
+
+
+def test_an_in_process_run_with_inferred_labels_runs_every_stage(tmp_path, tiny_bert_dir, monkeypatch):
+    """No validate.labels: validate infers and freezes them, and the later stages' upstream check
+    sees them (it once called validate's output stale)."""
+    from conftest import spam_texts, text_params
+
+    monkeypatch.chdir(tmp_path)
+    spam_texts(tmp_path / "data" / "t.csv", per_class=30)
+    params = text_params("data/t.csv", tiny_bert_dir, tmp_path / "cache")
+    del params["validate"]
+    Path("other.yaml").write_text(yaml.safe_dump(params))
+    summary = run_pipeline("other.yaml", say=lambda _m: None)
+    assert summary.via == "in-process" and summary.gate.champion == "v0001", summary
+    assert yaml.safe_load(Path("other.yaml").read_text())["validate"]["labels"] == ["ham", "spam"]
