@@ -28,6 +28,7 @@ from pipeline.core.lineage import tracking_file
 from pipeline.core.params import Params
 from pipeline.data.ingest import BatchResult, ingest_batch, pending
 from pipeline.fingerprint import check_upstream, record
+from pipeline.production.realised import record_labels
 from pipeline.release.gate import GateResult
 from pipeline.release.registry import Registry
 from pipeline.stages import NAMES, STAGE
@@ -191,6 +192,9 @@ def ingest_all(params_file: str | Path, batch: str | Path | None = None,
     p = load_params(params_file, overrides)
     batches = [batch] if batch else pending(p.paths.inbox)
     results = [ingest_batch(p, b, p.paths.inbox) for b in batches]
+    for r in results:  # labels of inputs the champion may have served: realised accuracy
+        if r.labelled is not None:
+            record_labels(p.paths.monitor, r.labelled, r.batch)
     if any(r.accepted for r in results):
         tracked = tracking_file(p.data.path)
         if tracked is not None:

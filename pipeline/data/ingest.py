@@ -48,9 +48,10 @@ class BatchResult:
     quarantined: int = 0
     reasons: list[str] = field(default_factory=list)
     moved_to: str = ""
+    labelled: pd.DataFrame | None = None  # the accepted rows' content hashes and labels
 
     def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return {k: v for k, v in self.__dict__.items() if k != "labelled"}
 
 
 def pending(inbox: str | Path) -> list[str]:
@@ -149,6 +150,7 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
             else:
                 result.merged = _merge_text(report.accepted, batch, data_path, p)
             result.accepted = True
+            result.labelled = report.accepted[["sha256", "label"]].copy()
             result.reasons.append(f"{result.merged} of {result.rows} rows merged into {data_path}"
                                   + (f"; {result.quarantined} quarantined" if result.quarantined else ""))
         except GraftError as exc:

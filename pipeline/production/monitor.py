@@ -31,6 +31,7 @@ from pipeline.production.estimate import estimate_performance
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.profile import features_for
+from pipeline.production.realised import load_labels, realised_performance
 from pipeline.production.reference import load_reference, reference_rows
 from pipeline.production.rule import DriftRule, drift_rule
 from pipeline.release.registry import Registry, champion_dir
@@ -181,9 +182,11 @@ def estimated_performance(params: Params, name: str, model_dir: Path, reference:
     if drop is not None:
         summary += (f"; {drop:.3f} below the test accuracy {float(test):.3f}" if drop >= 0 else
                     f"; {-drop:.3f} above the test accuracy {float(test):.3f}")
+    realised = realised_performance(current, load_labels(params.paths.monitor), reference, labels, mp.estimator,
+                                    mp.seed)
     return {**estimate.to_dict(), "test_accuracy": test, "estimated_drop": drop,
             "harmful": bool(drop is not None and drop > mp.max_estimated_drop),
-            "max_estimated_drop": mp.max_estimated_drop, "summary": summary}
+            "max_estimated_drop": mp.max_estimated_drop, "summary": summary, "realised": realised}
 
 
 def trigger_rule(mp: MonitorParams, result: DriftResult) -> tuple[bool, str]:
@@ -250,6 +253,8 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         drifted = sum(bool(c.get("drifted")) for c in per_col.values())
         performance = estimated_performance(params, name, model_dir, reference, current)
         reasons.insert(-1, performance["summary"])
+        if performance["realised"]:
+            reasons.insert(-1, performance["realised"]["summary"])
         result = DriftResult(**base, decision="drift" if drift else "no_drift", drift=drift, trigger=False,
                              reasons=reasons, columns=per_col, drift_share=drifted / max(len(per_col), 1),
                              embedding=emb, rule=rule.to_dict(), performance=performance, report_html=html)

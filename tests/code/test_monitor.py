@@ -11,7 +11,7 @@ from conftest import shifted_texts, spam_rows
 
 from pipeline.core.config import load_params
 from pipeline.production.monitor import run_monitor
-from pipeline.production.predictor import Predictor
+from pipeline.production.predictor import Predictor, text_inputs
 from pipeline.production.prodlog import ProductionLog, read_log
 from pipeline.production.profile import vocabulary
 from pipeline.production.reference import MonitorError, load_reference
@@ -23,7 +23,8 @@ def _log(texts, p):
     pred = Predictor(d, name)
     with ProductionLog(p.paths.log, flush_records=100) as log:
         for i in range(0, len(texts), 16):
-            log.append(pred.records(pred.predict_texts(texts[i:i + 16])))
+            chunk = texts[i:i + 16]
+            log.append(pred.records(pred.predict_texts(chunk), inputs=text_inputs(chunk)))
 
 
 def test_reference_holds_only_held_out_rows(workspace):
@@ -155,3 +156,24 @@ def test_the_label_free_estimate_is_reported_and_the_trigger_rule_decides(worksp
     assert clean.performance["estimated_drop"] > 0  # the test accuracy is 1.0; no estimate is
     assert r.performance["harmful"] and r.trigger and r.decision == "no_drift", r.performance
     assert r.reasons[-1].startswith("monitor.trigger=estimated_drop: an estimated accuracy drop > ")
+
+
+def test_labels_that_arrive_give_the_realised_accuracy_beside_the_estimate(workspace):
+    from pipeline.production.realised import record_labels
+
+    p = load_params("params.yaml")
+    rows = spam_rows(per_class=30, seed=11)
+    _log([t for t, _ in rows], p)
+    assert run_monitor(p, "mon").performance["realised"] is None  # no label yet
+    labelled = rows[::2]  # half of them come back labelled, one label deliberately wrong
+    labelled = [(labelled[0][0], "ham" if labelled[0][1] == "spam" else "spam"), *labelled[1:]]
+    table = pd.DataFrame({"sha256": [h["input_sha256"] for h in text_inputs([t for t, _ in labelled])],
+                          "label": [lbl for _, lbl in labelled]})
+    assert record_labels(p.paths.monitor, table, "batch-1.csv") == len(labelled)
+    r = run_monitor(p, "mon")
+    real = r.performance["realised"]
+    logged = read_log(p.paths.log).set_index("text")["pred"]
+    truth = sum(logged[t] == lbl for t, lbl in labelled) / len(labelled)
+    assert real["records"] == len(labelled) and real["accuracy"] == pytest.approx(truth) and truth < 1
+    assert 0 <= real["estimated_accuracy_same_records"] <= 1
+    assert any(x.startswith(f"realised accuracy {truth:.3f} on the {len(labelled)} records") for x in r.reasons)

@@ -1,5 +1,6 @@
 """training_flow, ingest_flow and monitoring_flow under a Prefect server."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -105,6 +106,12 @@ def test_ingest_merges_good_batches_rejects_bad_ones_and_versions_the_data(works
     assert (Path("data/inbox/rejected/b2.csv.report") / "report.html").exists()
     assert yaml.safe_load(Path("data/t.csv.dvc").read_text())["outs"][0]["md5"] != before_hash  # a new data version
     assert triggered == ["new data: 10 rows from b1.csv"]
+    # their labels are kept by content hash, for the realised accuracy of what was served
+    from pipeline.production.realised import load_labels
+
+    labels = load_labels(load_params("params.yaml").paths.monitor)
+    assert set(labels["sha256"]) == {hashlib.sha256(t.encode()).hexdigest() for t, _ in good[:2]}
+    assert set(labels["source"]) == {"b1.csv"} and set(labels["label"]) == {"spam", "ham"}
     assert ingest_flow(params_file="params.yaml")["batches"] == []  # the inbox is empty now
     # the retrained model's card names the .dvc file that tracks data.path, and the new hash
     summary = run_pipeline("params.yaml", say=lambda _m: None)
