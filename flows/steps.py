@@ -28,6 +28,7 @@ from pipeline.core.lineage import tracking_file
 from pipeline.core.params import Params
 from pipeline.data.ingest import BatchResult, ingest_batch, pending
 from pipeline.fingerprint import check_upstream, record
+from pipeline.production.prodlog import kept_input
 from pipeline.production.realised import record_labels
 from pipeline.release.gate import GateResult
 from pipeline.release.registry import Registry
@@ -191,7 +192,7 @@ def ingest_all(params_file: str | Path, batch: str | Path | None = None,
     """Ingest `batch`, or every pending inbox batch; `dvc add` the data once if anything merged."""
     p = load_params(params_file, overrides)
     batches = [batch] if batch else pending(p.paths.inbox)
-    results = [ingest_batch(p, b, p.paths.inbox) for b in batches]
+    results = [ingest_batch(p, b, p.paths.inbox, lambda digest: kept_input(p.paths.log, digest)) for b in batches]
     for r in results:  # labels of inputs the champion may have served: realised accuracy
         if r.labelled is not None:
             record_labels(p.paths.monitor, r.labelled, r.batch)

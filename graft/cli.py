@@ -261,6 +261,18 @@ def monitor(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
     render.drift_summary(out, run_monitor(p, p.paths.monitor))
 
 
+@command("label-queue")
+def label_queue(n: Annotated[int, typer.Option("-n", min=1, max=100_000, help="how many examples to ask about")] = 100,
+                hours: Annotated[float | None, typer.Option(min=0.001, help="only the last N hours of the log")] = None,
+                params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Pick the logged production examples most worth labelling (uncertain, then varied) and write
+    a Label Studio import file and a CSV into the inbox's to-label/ folder."""
+    from pipeline.production.label_queue import run_label_queue
+
+    p = _load(params, set_)
+    render.queue_summary(out, run_label_queue(p, n, hours))
+
+
 @command()
 def ingest(
     batch: Annotated[Path | None, typer.Argument(help="a batch folder or file; default: every batch in paths.inbox")] = None,

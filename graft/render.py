@@ -225,6 +225,24 @@ def score_summary(console: Console, r: Any, log: str | None) -> None:
         console.print(f"logged to {log}")
 
 
+def queue_summary(console: Console, r: Any) -> None:
+    console.print(f"label queue: {len(r.picked)} of {r.considered} logged inputs of {r.version} chosen "
+                  f"(the {r.pool} least certain, then the most varied; asked for {r.asked})"
+                  + (" - the rest were near-duplicates" if r.stopped_early else ""), soft_wrap=True)
+    if len(r.picked):
+        field = "text" if "text" in r.picked else "image"
+        table = Table(field, "predicted", "confidence", "margin", title_justify="left")
+        for row in r.picked.head(10).itertuples():
+            value = str(getattr(row, field))
+            table.add_row(esc(value[:80] + ("..." if len(value) > 80 else "")), esc(str(row.predicted)),
+                          f"{row.confidence:.3f}", f"{row.margin:.3f}")
+        console.print(table)
+    for f in r.files:
+        console.print(f"wrote {f}")
+    console.print("import the .json into a Label Studio project made with label_config.xml; drop the labelled "
+                  "export (JSON or CSV) into the inbox and `graft ingest` merges it", soft_wrap=True)
+
+
 def drift_summary(console: Console, r: Any) -> None:
     colour = {"drift": "bold red", "no_drift": "green", "insufficient_data": "yellow"}[r.decision]
     console.print(f"monitor {r.champion}: [{colour}]{r.decision}[/] ({r.current_records} current vs "

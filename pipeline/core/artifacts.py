@@ -19,6 +19,7 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 MANIFEST = "manifest.parquet"          # prepare, validate
 PREPARE_SUMMARY = "prepare.json"       # prepare
 QUARANTINE = "quarantine.csv"          # validate
+TO_LABEL = "to-label"  # the inbox folder `graft label-queue` writes to (not a batch)
 VALIDATION = "validation.json"         # validate
 VALIDATION_HTML = "report.html"        # validate
 VALIDATION_METRICS = "summary.json"    # validate

@@ -27,11 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.core.artifacts import QUARANTINE, Workspace
+from pipeline.core.artifacts import QUARANTINE, TO_LABEL, Workspace
 from pipeline.core.errors import DataError, GraftError
 from pipeline.core.io import copy_atomic, write_json_atomic
 from pipeline.core.params import MinPerClass, Params
 from pipeline.core.storage import Store, is_url
+from pipeline.data import labelstudio
+from pipeline.data.labelstudio import FindInput
 from pipeline.data.prepare import run_prepare
 from pipeline.data.tables import append_rows, read_table
 from pipeline.data.validate import run_validate
@@ -57,7 +59,7 @@ class BatchResult:
 def pending(inbox: str | Path) -> list[str]:
     """Batches waiting in the inbox (paths, or URLs for a remote inbox), oldest name first."""
     store = Store(inbox)
-    return [store.show(n) for n in store.names() if n not in (DONE, REJECTED) and not n.startswith(".")]
+    return [store.show(n) for n in store.names() if n not in (DONE, REJECTED, TO_LABEL) and not n.startswith(".")]
 
 
 def _move(batch: Path, inbox: Path, where: str, report_dir: Path) -> Path:
@@ -91,6 +93,15 @@ def _fetch(batch: str, into: Path) -> Path:
     return target
 
 
+def _from_label_studio(p: Params, export: Path, work: Path, data_path: Path,
+                       find_input: FindInput | None) -> tuple[Path, int]:
+    work.mkdir(parents=True, exist_ok=True)
+    if data_path.is_dir():
+        return labelstudio.to_batch(export, work, "image", [], "", "", find_input)
+    columns = list(read_table(data_path, p.data).columns)
+    return labelstudio.to_batch(export, work, "text", columns, p.data.text_column, p.data.label_column)
+
+
 def _merge_images(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
     for rel, label in zip(accepted["path"], accepted["label"], strict=True):
         src = batch / rel
@@ -114,9 +125,12 @@ def _merge_text(accepted: pd.DataFrame, batch: Path, data_path: Path, p: Params)
     return len(new)
 
 
-def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) -> BatchResult:
+def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None,
+                 find_input: FindInput | None = None) -> BatchResult:
     """Validate one batch alone; merge its accepted rows into data.path, or reject it.
 
+    A labelled Label Studio export (JSON or CSV) is first turned into a batch in the dataset's
+    format; `find_input` gives an image's bytes by content hash (the production log's kept inputs).
     The batch is then moved to inbox/processed or inbox/rejected with its report (when it is in
     the inbox). Nothing in data.path changes for a rejected batch."""
     inbox = str(inbox or p.paths.inbox)
@@ -138,7 +152,12 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
         loose = MinPerClass(train=0, val=0, test=0)  # a batch need not cover every class in every split
         bp = p.model_copy(update={"validate_": p.validate_.model_copy(update={"min_per_class": loose})})
         try:
-            ws = Workspace.from_params(bp, data=batch, prepare=work / "prepare", validate=work / "validate")
+            source = batch
+            if labelstudio.is_export(batch):
+                source, unlabelled = _from_label_studio(p, batch, work / "converted", data_path, find_input)
+                if unlabelled:
+                    result.reasons.append(f"{unlabelled} Label Studio tasks without a label skipped")
+            ws = Workspace.from_params(bp, data=source, prepare=work / "prepare", validate=work / "validate")
             run_prepare(bp, ws)
             report = run_validate(bp, ws)
             summary = report.summary()
@@ -146,9 +165,9 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None) 
             if not len(report.accepted):
                 raise DataError(f"{batch}: no row passed validation")
             if report.modality == "image":
-                result.merged = _merge_images(report.accepted, batch, data_path)
+                result.merged = _merge_images(report.accepted, source, data_path)
             else:
-                result.merged = _merge_text(report.accepted, batch, data_path, p)
+                result.merged = _merge_text(report.accepted, source, data_path, p)
             result.accepted = True
             result.labelled = report.accepted[["sha256", "label"]].copy()
             result.reasons.append(f"{result.merged} of {result.rows} rows merged into {data_path}"
