@@ -222,8 +222,7 @@ class ServeParams(Section):
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
     flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
     flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
-    keep_inputs: bool = Field(True, description="log each text and keep each image (log/inputs/, by content hash): "
-                                                "for the label queue and realised accuracy")
+    keep_inputs: bool = Field(True, description="log texts, keep images (log/inputs/): for the label queue")
 
 
 class MonitorParams(Section):
