@@ -17,8 +17,8 @@ import traceback
 
 from bench.common import REPO, RESULTS, machine, machine_line
 
-ORDER = ["linear_probe", "screening", "inference", "serve_load", "drift", "drift_alarms", "data_stages", "orchestration",
-         "finetune", "quality"]
+ORDER = ["linear_probe", "screening", "inference", "serve_load", "drift", "drift_alarms", "estimate", "label_queue",
+         "audit", "data_stages", "orchestration", "finetune", "quality"]
 DOC = REPO / "docs" / "benchmarks.md"
 
 

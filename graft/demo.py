@@ -40,6 +40,7 @@ from pipeline.core.artifacts import EXPORT_REPORT, RUN_SUMMARY, VALIDATION_HTML
 from pipeline.core.config import load_params
 from pipeline.core.io import write_json_atomic
 from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo, text_rows
+from pipeline.production.prodlog import read_log
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
 DEMO_DIR = Path("outputs/demo")
@@ -78,6 +79,15 @@ def _send(url: str, texts: list[str], flush_wait: float) -> dict[str, int]:
             counts[p["label"]] = counts.get(p["label"], 0) + 1
     time.sleep(flush_wait)  # the server writes its log at least every serve.flush_seconds
     return counts
+
+
+def _true_accuracy(rows: list[tuple[str, str]]) -> float:
+    """How right the served model was on these texts: their logged predictions against the labels
+    the demo generated them with (what the monitor has to estimate without them)."""
+    truth = dict(rows)
+    log = read_log(load_params("params.yaml").paths.log)
+    log = log[log["text"].isin(truth)].drop_duplicates("text", keep="last")
+    return float((log["pred"] == log["text"].map(truth)).mean())
 
 
 def _workspace(console: Console) -> Path:
@@ -145,18 +155,22 @@ def run_demo(console: Console) -> dict[str, Any]:
         before = first["champion"]
         reports: list[str] = []
         with _server(Path("."), console) as url:
-            clean = _send(url, [t for t, _ in text_rows(TRAFFIC // 3, seed=101)], 2.0)
+            clean_rows = text_rows(TRAFFIC // 3, seed=101)
+            clean = _send(url, [t for t, _ in clean_rows], 2.0)
             console.print(f"clean traffic: {TRAFFIC} texts over HTTP -> {clean}")
             m_clean = monitoring_flow(params_file="params.yaml")["drift"]
+            acc_clean = _true_accuracy(clean_rows)
             reports.append(shutil.copy("outputs/monitor/report.html", "monitor-clean.html"))
             console.print(f"monitor (clean): {m_clean['decision']}: {'; '.join(m_clean['reasons'])}")
 
-            shifted = _send(url, [t for t, _ in text_rows(TRAFFIC // 3, seed=102, shifted=True)], 2.0)
+            shifted_rows = text_rows(TRAFFIC // 3, seed=102, shifted=True)
+            shifted = _send(url, [t for t, _ in shifted_rows], 2.0)
             console.print(f"shifted traffic (new products and vocabulary, Spanish and German): {TRAFFIC} texts -> {shifted}")
             make_text_batch("data/inbox/batch-0001.csv", per_class=40, seed=103, shifted=True)
             console.print("labelled examples of the new traffic arrive: data/inbox/batch-0001.csv (120 rows)")
             loop = monitoring_flow(params_file="params.yaml")
             m_shift, retrain = loop["drift"], loop["training"]
+            acc_shift = _true_accuracy(shifted_rows)
             reports.append(shutil.copy("outputs/monitor/report.html", "monitor-shifted.html"))
             console.print(f"monitor (shifted): {m_shift['decision']}: {'; '.join(m_shift['reasons'])}")
             time.sleep(load_params("params.yaml").serve.reload_seconds + 0.5)
@@ -173,6 +187,9 @@ def run_demo(console: Console) -> dict[str, Any]:
             "drift_scores": {
                 "clean": {"drift_share": m_clean["drift_share"], "embedding": m_clean["embedding"].get("score")},
                 "shifted": {"drift_share": m_shift["drift_share"], "embedding": m_shift["embedding"].get("score")}},
+            "accuracy_without_labels": {  # the monitor's label-free estimate, and the truth the demo knows
+                "clean": {"estimated": m_clean["performance"].get("accuracy"), "true": acc_clean},
+                "shifted": {"estimated": m_shift["performance"].get("accuracy"), "true": acc_shift}},
             "served_after_retraining": served,
             "reports": [str((Path.cwd() / r).resolve().relative_to(root)) for r in
                         [*reports, Path(paths.validate_) / VALIDATION_HTML,
@@ -189,6 +206,9 @@ def run_demo(console: Console) -> dict[str, Any]:
     console.print(f"- production loop: champion {before}; clean traffic: {m_clean['decision']}; shifted traffic: "
                   f"{m_shift['decision']}; retrained: {summary['gate']['version']} {summary['gate']['status']}; "
                   f"champion now {after}, served by the running server as {served}")
+    est = summary["accuracy_without_labels"]
+    console.print("- accuracy estimated without labels vs true: " + "; ".join(
+        f"{k} traffic {v['estimated']:.3f} vs {v['true']:.3f}" for k, v in est.items() if v["estimated"] is not None))
     console.print(f"summary: {ws / 'demo-summary.json'}")
     for r in summary["reports"]:
         console.print(f"report: {r}")
