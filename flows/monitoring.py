@@ -36,7 +36,8 @@ def monitoring_flow(params_file: str = "params.yaml", retrain: bool = True) -> d
           + ([{"column": "embedding", **r.embedding}] if r.embedding else []), f"Drift per column, {r.champion}")
     markdown("drift-decision", f"# Monitor: {r.decision}\n\nchampion {r.champion}, {r.current_records} current vs "
              f"{r.reference_records} reference records\n\n" + "\n".join(f"- {x}" for x in r.reasons)
-             + (f"\n\nreport: {r.report_html}" if r.report_html else ""), "Drift decision")
+             + (f"\n\nreport: {r.report_html}" if r.report_html else "")
+             + (f"\n\nperformance without labels: {r.performance_html}" if r.performance_html else ""), "Drift decision")
     if r.performance:
         keys = ("method", "records", "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "test_accuracy",
                 "estimated_drop", "harmful")

@@ -266,6 +266,8 @@ def drift_summary(console: Console, r: Any) -> None:
         console.print("[bold]retraining triggered[/]")
     if r.report_html:
         console.print(f"report: {r.report_html}")
+    if r.performance_html:
+        console.print(f"performance without labels: {r.performance_html}")
 
 
 _STAGE_SUMMARY = {

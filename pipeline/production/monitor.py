@@ -27,6 +27,7 @@ import pandas as pd
 
 from pipeline.core.params import MonitorParams, Params
 from pipeline.core.storage import Store
+from pipeline.production import performance_report
 from pipeline.production.estimate import estimate_performance
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
@@ -54,6 +55,7 @@ class DriftResult:
     performance: dict[str, Any] = field(default_factory=dict)  # the label-free estimate and the estimated drop
     reference_rows: dict[str, int] = field(default_factory=dict)  # per split: what the reference holds
     report_html: str = ""
+    performance_html: str = ""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,9 +272,14 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
         else:
             result.trigger = True
             out.put_json({"champion": name, "last_trigger": now.isoformat(), "reasons": result.reasons}, "state.json")
+    history = out.read_bytes("history.jsonl") if out.exists("history.jsonl") else b""
+    if result.performance:
+        past = [json.loads(x) for x in history.decode().splitlines() if x.strip()]
+        out.put(performance_report.render(result.to_dict(), [h for h in past if h.get("champion") == name]).encode(),
+                "performance.html")
+        result.performance_html = out.show("performance.html")
     result.seconds = time.perf_counter() - start
     out.put_json(result.to_dict(), "drift.json")
     line = json.dumps({k: v for k, v in result.to_dict().items() if k != "columns"}, default=str) + "\n"
-    history = out.read_bytes("history.jsonl") if out.exists("history.jsonl") else b""
     out.put(history + line.encode(), "history.jsonl")  # one monitoring run at a time writes here
     return result

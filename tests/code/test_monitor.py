@@ -142,6 +142,9 @@ def test_the_label_free_estimate_is_reported_and_the_trigger_rule_decides(worksp
                                                                                    clean.performance)
     saved = json.loads(Path("mon/drift.json").read_text())["performance"]
     assert saved["accuracy"] == pytest.approx(shifted.performance["accuracy"])
+    page = Path("mon/performance.html").read_text()
+    assert shifted.performance_html.endswith("performance.html") and "<svg" in page
+    assert f"{shifted.performance['accuracy']:.3f} [" in page and "estimated drop" in page
 
     # drift_and_drop: drift that the estimate calls harmless does not retrain
     lenient = load_params("params.yaml", ["monitor.trigger=drift_and_drop", "monitor.max_estimated_drop=0.99"])
