@@ -20,9 +20,8 @@ for every window (what a user knows without an estimator). Goal: mean absolute e
 from __future__ import annotations
 
 import argparse
+import json
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,22 +30,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance, ImageFilter
 
-from bench.common import MINILM, MOBILENET, record
+from bench.common import record
 from bench.drift_alarms import (
-    CLOTHING,
     _accents,
     _new_rule,
     _records,
     _sms,
-    _train,
     _trec,
-    held_back,
+    trained_on_images,
+    trained_on_texts,
 )
 from pipeline.core.params import MonitorParams
 from pipeline.production.estimate import ESTIMATORS, estimate_performance
 from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
-from pipeline.release.registry import Registry
 
 DROP = 0.05
 
@@ -75,10 +72,11 @@ def _balanced(pool: pd.DataFrame, labels: list[str], size: int, rng: np.random.G
     return pd.concat(parts).reset_index(drop=True)
 
 
-def _evaluate(name: str, modality: str, work: Path, reference: pd.DataFrame, labels: list[str],
+def _evaluate(name: str, modality: str, model_dir: Path, reference: pd.DataFrame, labels: list[str],
               pools: dict[str, pd.DataFrame], size: int, windows: int) -> dict[str, Any]:
-    registry = Registry(work / "registry")
-    test_acc = float(registry.get(registry.champion()).summary["test"]["accuracy"])
+    """model_dir: the champion's registry onnx/ folder (its version's summary holds the test accuracy)."""
+    version = model_dir.parent
+    test_acc = float(json.loads((version / "status.json").read_text())["summary"]["test"]["accuracy"])
     mp, features = MonitorParams(), features_for(modality)
     rng = np.random.default_rng(0)
     rows = []
@@ -128,16 +126,7 @@ def _scores(rows: list[dict[str, Any]], test_acc: dict[str, float], max_drop: fl
 
 
 def text_dataset(name: str, frame: pd.DataFrame, windows: int, size: int = 300) -> dict:
-    frame = frame.drop_duplicates("text").reset_index(drop=True)
-    back = frame["text"].map(held_back)
-    work = Path(tempfile.mkdtemp(prefix=f"graft-bench-estimate-{name}-"))
-    (work / "data").mkdir()
-    frame[~back].to_csv(work / "data" / "train.csv", index=False)
-    predictor = _train(work, {"data": {"path": "data/train.csv"},
-                              "select": {"candidates": [{"name": MINILM[0], "weights": MINILM[1]}],
-                                         "strategy": "linear_probe"},
-                              "paths": {"cache": str(work / "cache")}})
-    pool = frame[back].reset_index(drop=True)
+    _work, predictor, pool = trained_on_texts(f"estimate-{name}", frame, "linear_probe")
     texts, labels = pool["text"].tolist(), pool["label"].tolist()
 
     def scored(inputs: list[str]) -> pd.DataFrame:
@@ -152,22 +141,12 @@ def text_dataset(name: str, frame: pd.DataFrame, windows: int, size: int = 300) 
              "accented vowels": scored([_accents(t) for t in texts]),
              "30% of words dropped": scored([_drop_words(t, 0.3, i) for i, t in enumerate(texts)]),
              "label prior: classes equal": clean}
-    return _evaluate(name, "text", work, load_reference(predictor.dir), predictor.labels, pools, size, windows)
+    return _evaluate(name, "text", predictor.dir, load_reference(predictor.dir), predictor.labels, pools, size,
+                     windows)
 
 
 def image_dataset(windows: int, size: int = 100) -> dict:
-    files = sorted(CLOTHING.glob("*/*.jpg"))
-    back = [held_back(p.relative_to(CLOTHING).as_posix()) for p in files]
-    work = Path(tempfile.mkdtemp(prefix="graft-bench-estimate-clothing-"))
-    for p, b in zip(files, back, strict=True):
-        if not b:
-            (work / "data" / p.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, work / "data" / p.parent.name / p.name)
-    predictor = _train(work, {"data": {"path": "data"},
-                              "select": {"candidates": [{"name": "mobilenetv2_100", "weights": str(MOBILENET)}],
-                                         "strategy": "linear_probe"},
-                              "paths": {"cache": str(work / "cache")}})
-    pool = [p for p, b in zip(files, back, strict=True) if b]
+    _work, predictor, pool = trained_on_images("estimate-clothing", "linear_probe")
     labels = [p.parent.name for p in pool]
     images = [Image.open(p).convert("RGB") for p in pool]
 
@@ -183,8 +162,8 @@ def image_dataset(windows: int, size: int = 100) -> dict:
         pools[f"blur radius {r}"] = scored([i.filter(ImageFilter.GaussianBlur(r)) for i in images])
     for a in (15, 45, 90):
         pools[f"rotated {a} degrees"] = scored([i.rotate(a, expand=True) for i in images])
-    return _evaluate("clothing_small", "image", work, load_reference(predictor.dir), predictor.labels, pools,
-                     size, windows)
+    return _evaluate("clothing_small", "image", predictor.dir, load_reference(predictor.dir), predictor.labels,
+                     pools, size, windows)
 
 
 def run(windows: int = 10, datasets: tuple[str, ...] = ("sms", "trec", "clothing")) -> list[dict]:

@@ -7,6 +7,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -223,19 +224,25 @@ def champion_workspace(tmp_path_factory, tiny_bert_dir) -> Path:
     """A text workspace (data/t.csv, params.yaml) after one `graft run`: v0001 is the champion."""
     import yaml
 
-    from flows.steps import run_pipeline
-
     ws = tmp_path_factory.mktemp("workspace")
     spam_texts(ws / "data" / "t.csv", per_class=40)
     (ws / "params.yaml").write_text(yaml.safe_dump(text_params("data/t.csv", tiny_bert_dir, ws.parent / "ws-cache")))
+    run_pipeline_in(ws)
+    return ws
+
+
+def run_pipeline_in(folder: Path) -> Any:
+    """`graft run` in-process on `folder`'s params.yaml, from inside it; v0001 must become the champion."""
+    from flows.steps import run_pipeline
+
     cwd = Path.cwd()
-    os.chdir(ws)
+    os.chdir(folder)
     try:
         summary = run_pipeline(Path("params.yaml"), say=lambda _m: None)
     finally:
         os.chdir(cwd)
     assert summary.gate.champion == "v0001", summary
-    return ws
+    return summary
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import colour_images, spam_rows
+from conftest import colour_images, run_pipeline_in, spam_rows
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
@@ -222,7 +222,6 @@ def test_the_serve_extra_installs_without_torch_and_serves_and_scores(tmp_path, 
     import pandas as pd
     from PIL import Image
 
-    from flows.steps import run_pipeline
     from graft.local_service import free_port, wait_until_up
     from pipeline.core.config import load_params
     from pipeline.production.predictor import Predictor
@@ -273,13 +272,7 @@ def test_the_serve_extra_installs_without_torch_and_serves_and_scores(tmp_path, 
                    "strategy": "linear_probe", "latency_runs": 2},
         "train": {"epochs": 1}, "export": {"latency_runs": 3, "quantize": False},
         "paths": {"cache": str(tmp_path / "cache")}}))
-    cwd = Path.cwd()
-    os.chdir(images)
-    try:
-        summary = run_pipeline(Path("params.yaml"), say=lambda _m: None)
-    finally:
-        os.chdir(cwd)
-    assert summary.gate.champion == "v0001", summary
+    run_pipeline_in(images)
     _sh([*_graft(bin_dir), "score", "data/red", "--out", "scored.csv"], images, bin_dir=bin_dir)
     scored = pd.read_csv(images / "scored.csv").sort_values("input")
     version, model_dir = champion_dir(images / load_params(images / "params.yaml").paths.registry)
