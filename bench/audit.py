@@ -47,7 +47,7 @@ def _select(work: Path, params: dict[str, Any]) -> Any:
     """prepare, validate and select in-process, as `graft run` runs them; select's result."""
     import yaml
 
-    from flows.steps import run_stage
+    from flows.steps import run_stage, with_inferred_labels
     from pipeline.core.artifacts import Workspace
     from pipeline.core.config import load_params
 
@@ -58,7 +58,7 @@ def _select(work: Path, params: dict[str, Any]) -> Any:
         p = load_params("params.yaml")
         ws = Workspace.from_params(p, "params.yaml")
         for stage in ("prepare", "validate"):
-            run_stage(stage, p, ws)
+            p = with_inferred_labels(stage, p, run_stage(stage, p, ws))
         return run_stage("select", p, ws), pd.read_parquet(ws.validate / "manifest.parquet"), p
     finally:
         os.chdir(cwd)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
 
 DROP = 0.05
+POOLS = Path(tempfile.gettempdir()) / "graft-bench-estimate-pools"
 
 
 def _typos(text: str, rate: float, seed: int) -> str:
@@ -77,6 +79,12 @@ def _evaluate(name: str, modality: str, model_dir: Path, reference: pd.DataFrame
     """model_dir: the champion's registry onnx/ folder (its version's summary holds the test accuracy)."""
     version = model_dir.parent
     test_acc = float(json.loads((version / "status.json").read_text())["summary"]["test"]["accuracy"])
+    keep = POOLS / name  # the scored pools, to study other estimators without scoring again
+    keep.mkdir(parents=True, exist_ok=True)
+    for kind, pool in pools.items():
+        pool.drop(columns=["embedding"]).to_parquet(keep / f"{kind}.parquet")
+    reference.drop(columns=["embedding"]).to_parquet(keep / "reference.parquet")
+    (keep / "meta.json").write_text(json.dumps({"labels": labels, "test_accuracy": test_acc, "modality": modality}))
     mp, features = MonitorParams(), features_for(modality)
     rng = np.random.default_rng(0)
     rows = []
