@@ -4,9 +4,9 @@ clothing_small (MobileNetV2 features) and trec_qc (all-MiniLM-L6-v2 features): 3
 dataset (by content hash) is the test set; the rest is the unlabelled pool a production log would
 hold. Per seed (5), a small labelled start (10 examples per class) trains the probe graft ships
 for small data (the logistic regression on frozen features; its embedding is the backbone's);
-then two rounds of 100 labels: picked by `pipeline.production.label_queue.choose` (margin, then
-k-center greedy from the labelled examples) from the model's probabilities and embeddings, or at
-random from the same pool; a simulated labeller gives the true labels; the probe is refitted
+then two rounds of 100 labels: picked by `pipeline.production.label_queue.choose` (the 10 x n
+smallest margins, then the most typical member of each of n k-means clusters) from the model's
+probabilities and embeddings, or at random from the same pool; a simulated labeller gives the true labels; the probe is refitted
 after each round. Macro-F1 on the test set after 100 and 200 added labels.
 
 Goal: the queue at least 2 points of macro-F1 above random at 100 labels, on each dataset.

@@ -3,10 +3,11 @@
 `graft label-queue -n 100`: the champion's logged records (each input once; not those already
 labelled or in the training data, by content hash; only those whose input was kept) are ranked
 by uncertainty - the margin between the two most likely classes, smallest first - and the most
-uncertain `pool_factor x n` go on to diversity: k-center greedy on the L2-normalised embeddings,
-starting from the labelled examples the champion's reference holds, picks each next example as
-far as possible from everything labelled or picked, and stops early when the farthest is closer
-than `duplicate_distance` (the rest are near-duplicates). The picks are written to the inbox's
+uncertain `pool_factor x n` (10 x n) go on to diversity: those within `duplicate_distance` of a
+labelled example the champion's reference holds leave; k-means on the L2-normalised embeddings
+cuts the rest into n clusters, and each cluster gives its most typical member (the one nearest
+its centre); picks within `duplicate_distance` of an earlier pick are dropped. On trec_qc this
+beat k-center greedy (which picks outliers) by 3 points of macro-F1 (bench/label_queue.py). The picks are written to the inbox's
 to-label/ folder as a Label Studio import file (each task with the model's prediction as a
 pre-annotation), the labelling config that matches it, and a CSV; a labelled Label Studio export
 dropped into the inbox is ingested like any batch (pipeline/data/labelstudio.py).
@@ -50,29 +51,32 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def choose(probs: np.ndarray, embeddings: np.ndarray, n: int, labelled: np.ndarray | None = None,
-           pool_factor: float = 5.0, duplicate_distance: float = 0.02) -> QueueChoice:
+           pool_factor: float = 10.0, duplicate_distance: float = 0.02, seed: int = 0) -> QueueChoice:
     """Uncertainty, then diversity: the indices of at most n rows to label (see the module doc).
     Distances are cosine distances (1 - cosine similarity) between embeddings."""
+    from sklearn.cluster import KMeans
+
     m = margins(probs)
     pool = np.argsort(m, kind="stable")[:max(n, int(np.ceil(pool_factor * n)))]
     emb = _unit(embeddings[pool])
-    nearest = np.full(len(pool), 2.0, dtype=np.float32)  # cosine distance to the nearest labelled or picked
-    if labelled is not None and len(labelled):
-        known = _unit(labelled)
+    if labelled is not None and len(labelled):  # what is like labelled data is not asked again
+        known, nearest = _unit(labelled), np.full(len(pool), 2.0, dtype=np.float32)
         for start in range(0, len(known), 4096):
             nearest = np.minimum(nearest, 1.0 - (emb @ known[start:start + 4096].T).max(axis=1))
+        pool, emb = pool[nearest >= duplicate_distance], emb[nearest >= duplicate_distance]
+    if not len(pool):
+        return QueueChoice(pool, m[pool], 0, n > 0)
+    k = min(n, len(np.unique(emb.round(5), axis=0)))  # identical inputs make one cluster, not several
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(emb)
+    reps = [int(np.flatnonzero(km.labels_ == c)[np.argmin(((emb[km.labels_ == c] - km.cluster_centers_[c]) ** 2)
+                                                           .sum(axis=1))]) for c in range(k) if (km.labels_ == c).any()]
+    reps.sort(key=lambda i: m[pool[i]])  # the least certain first
     picked: list[int] = []
-    stopped = False
-    while len(picked) < min(n, len(pool)):
-        i = int(np.argmax(nearest))
-        if nearest[i] < duplicate_distance:
-            stopped = True
-            break
-        picked.append(i)
-        nearest = np.minimum(nearest, 1.0 - emb @ emb[i])
-        nearest[i] = -1.0
+    for i in reps:  # two picks within the duplicate distance: the first stays
+        if not picked or (1.0 - emb[picked] @ emb[i]).min() >= duplicate_distance:
+            picked.append(i)
     chosen = pool[np.array(picked, dtype=np.int64)]
-    return QueueChoice(chosen, m[chosen], len(pool), stopped)
+    return QueueChoice(chosen, m[chosen], len(pool), len(chosen) < n)
 
 
 def candidates(log: pd.DataFrame, version: str, known: set[str]) -> pd.DataFrame:
