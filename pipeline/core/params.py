@@ -238,7 +238,7 @@ class MonitorParams(Section):
         "and the rule's false-alarm rate is then not known")
     embedding_sample: int = Field(2000, ge=100, description="rows per side sampled for embedding drift")
     cooldown_hours: float = Field(24.0, ge=0, description="one drift episode triggers one retraining")
-    estimator: Literal["cbpe", "atc"] = Field("cbpe", description="the label-free accuracy estimate")
+    estimator: Literal["atc", "cbpe"] = Field("atc", description="the label-free accuracy estimate")
     trigger: Literal["drift", "estimated_drop", "drift_and_drop", "drift_or_drop"] = Field(
         "drift", description="retrain on input drift, on an estimated drop below the test accuracy, both, or either")
     max_estimated_drop: float = Field(0.05, gt=0, lt=1, description="the estimated drop (accuracy, 0-1) that counts")

@@ -8,14 +8,19 @@ estimators read them (`monitor.estimator`):
   every row's true class is drawn from its probabilities, many times; each draw gives a realised
   accuracy and macro-F1, whose mean is the estimate and whose 2.5-97.5% range is the sampling
   interval (the expected confusion matrix is the mean of the drawn ones).
-- `atc`, average thresholded confidence (Garg et al., ICLR 2022): the confidence threshold at
-  which the share of the reference's val rows above it equals their accuracy; the estimate is
-  the share of current rows above it. Its macro-F1 is cbpe's (atc estimates accuracy only).
+- `atc`, average thresholded confidence (Garg et al., ICLR 2022) with their negative-entropy
+  score: the score threshold at which the share of the reference's held-out rows above it equals
+  their accuracy; the estimate is the share of current rows above it. Its macro-F1 is cbpe's (atc
+  estimates accuracy only).
 
 Both are checked on the champion's held-out reference, which has labels: fitted on its val rows,
 compared with the truth on its test rows. That gap (the estimator's error on data like the
 training data) widens the interval on both sides. bench/estimate.py measures the estimators on
-real data with and without shift.
+real data with and without shift (220 windows of sms_spam, trec_qc, clothing_small): mean
+absolute error cbpe 0.053 (clean windows 0.016, shifted 0.058), atc with the max-confidence
+score fitted on val 0.044, atc with negative entropy fitted on every held-out row 0.041 (clean
+0.018, shifted 0.045): under shift the calibrated probabilities are overconfident, which the
+threshold partly absorbs. atc is the default.
 """
 
 from __future__ import annotations
@@ -88,9 +93,17 @@ def _draws(probs: np.ndarray, pred: np.ndarray, draws: int, seed: int) -> tuple[
     return acc, f1
 
 
-def _atc_threshold(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """The threshold whose share of confidences above it is the accuracy."""
-    return float(np.quantile(confidence, 1.0 - correct.mean())) if len(confidence) else 0.5
+def negative_entropy(probs: np.ndarray) -> np.ndarray:
+    """atc's score per row (Garg et al.'s ATC-NE): sum p log p, 0 for a certain row."""
+    return (probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
+
+
+def _atc_threshold(frame: pd.DataFrame, labels: list[str]) -> float:
+    """The score threshold whose share of `frame`'s rows above it is their accuracy."""
+    if not len(frame):
+        return -np.inf
+    correct = (frame["pred"].astype(str) == frame["label"].astype(str)).to_numpy()
+    return float(np.quantile(negative_entropy(probabilities(frame, labels)), 1.0 - correct.mean()))
 
 
 def _reference_check(reference: pd.DataFrame, labels: list[str], method: str,
@@ -103,9 +116,8 @@ def _reference_check(reference: pd.DataFrame, labels: list[str], method: str,
         return None, None
     truth = float((test["pred"].astype(str) == test["label"].astype(str)).mean())
     if method == "atc":
-        t = _atc_threshold(val["confidence"].to_numpy(float),
-                           (val["pred"].astype(str) == val["label"].astype(str)).to_numpy())
-        return truth, float((test["confidence"].to_numpy(float) > t).mean())
+        t = _atc_threshold(val, labels)
+        return truth, float((negative_entropy(probabilities(test, labels)) > t).mean())
     p = probabilities(test, labels)
     return truth, float(_draws(p, p.argmax(1), draws, seed)[0].mean())
 
@@ -125,11 +137,8 @@ def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels:
     slack = abs(ref_truth - ref_est) if ref_truth is not None and ref_est is not None else 0.0
     threshold = None
     if method == "atc":
-        fit = reference[reference["split"] == "val"] if "split" in reference else reference
-        fit = fit if len(fit) >= 10 else reference
-        threshold = _atc_threshold(fit["confidence"].to_numpy(float),
-                                   (fit["pred"].astype(str) == fit["label"].astype(str)).to_numpy())
-        accuracy = float((current["confidence"].to_numpy(float) > threshold).mean())
+        threshold = _atc_threshold(reference, labels) if "label" in reference else -np.inf
+        accuracy = float((negative_entropy(probs) > threshold).mean())
         half = 1.96 * np.sqrt(accuracy * (1 - accuracy) / max(len(current), 1))
         low, high = accuracy - half, accuracy + half
     else:

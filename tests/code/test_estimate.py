@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline.production.estimate import estimate_performance, probabilities
+from pipeline.production.estimate import estimate_performance, negative_entropy, probabilities
 
 LABELS = ["a", "b", "c"]
 
@@ -42,15 +42,14 @@ def test_cbpe_matches_the_realised_accuracy_and_macro_f1_of_a_calibrated_model(s
     assert est.reference_accuracy is not None and abs(est.reference_accuracy - est.reference_estimate) < 0.1
 
 
-def test_atc_thresholds_confidence_at_the_references_accuracy():
+def test_atc_thresholds_the_score_at_the_references_accuracy():
     current, truth = _calibrated(2000, seed=6)
     ref = _reference()
     est = estimate_performance(ref, current, LABELS, "atc")
-    val = ref[ref["split"] == "val"]
-    val_acc = (val["pred"] == val["label"]).mean()
-    assert (val["confidence"] > est.threshold).mean() == pytest.approx(val_acc, abs=0.01)
+    ref_acc = (ref["pred"] == ref["label"]).mean()
+    assert (negative_entropy(probabilities(ref, LABELS)) > est.threshold).mean() == pytest.approx(ref_acc, abs=0.01)
+    assert est.accuracy == pytest.approx((negative_entropy(probabilities(current, LABELS)) > est.threshold).mean())
     assert abs(est.accuracy - (probabilities(current, LABELS).argmax(1) == truth).mean()) < 0.04
-    assert est.accuracy == pytest.approx((current["confidence"] > est.threshold).mean())
     assert est.method == "atc" and "atc" in est.describe()
 
 

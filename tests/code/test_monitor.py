@@ -133,7 +133,7 @@ def test_the_label_free_estimate_is_reported_and_the_trigger_rule_decides(worksp
     shifted = run_monitor(p, "mon", current=shifted_window)
     for r in (clean, shifted):
         perf = r.performance
-        assert perf["method"] == "cbpe" and perf["records"] == r.current_records
+        assert perf["method"] == "atc" and perf["records"] == r.current_records
         assert 0 <= perf["accuracy_low"] <= perf["accuracy"] <= perf["accuracy_high"] <= 1, perf
         assert perf["estimated_drop"] == pytest.approx(perf["test_accuracy"] - perf["accuracy"])
         assert any(x.startswith("estimated accuracy") and "no labels" in x for x in r.reasons), r.reasons
@@ -147,7 +147,8 @@ def test_the_label_free_estimate_is_reported_and_the_trigger_rule_decides(worksp
     assert f"{shifted.performance['accuracy']:.3f} [" in page and "estimated drop" in page
 
     # drift_and_drop: drift that the estimate calls harmless does not retrain
-    lenient = load_params("params.yaml", ["monitor.trigger=drift_and_drop", "monitor.max_estimated_drop=0.99"])
+    lenient = load_params("params.yaml", ["monitor.trigger=drift_and_drop", "monitor.max_estimated_drop=0.99",
+                                          "monitor.estimator=cbpe"])
     r = run_monitor(lenient, "mon2", current=shifted_window)
     assert r.drift and not r.performance["harmful"] and not r.trigger
     assert "monitor.trigger=drift_and_drop: input drift with an estimated accuracy drop > 0.99 does not hold" \
