@@ -18,6 +18,17 @@ def test_defaults_and_repo_params_load():
     assert load_params(REPO / "examples/text/params.yaml").data.path == "data/raw/tickets.csv"
 
 
+def test_the_repos_params_file_holds_every_key_dvc_yaml_names():
+    """DVC refuses to run a stage whose params are missing from params.yaml (defaults do not count)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        for key in stage.get("params", []):
+            value = raw
+            for part in key.split("."):
+                assert isinstance(value, dict) and part in value, f"params.yaml lacks {key} (dvc.yaml stage {name})"
+                value = value[part]
+
+
 def test_sections_are_frozen():
     p = parse_params({})
     with pytest.raises(ValidationError, match="frozen"):

@@ -105,7 +105,8 @@ def test_deployments_on_a_postgres_backed_server_run_on_two_pools(tmp_path, tiny
                                                                  "training-flow": "COMPLETED"}, runs
             assert by_flow["ingest-flow"]["work_pool_name"] == "graft-cpu"
             assert by_flow["training-flow"]["work_pool_name"] == "graft-gpu"
-            assert (gpu / "outputs" / "train" / "model").is_dir() and not (cpu / "outputs").exists()
+            assert (gpu / "outputs" / "train" / "model").is_dir() and not (cpu / "outputs" / "train").exists()
+            assert (cpu / "outputs" / "monitor" / "labels.parquet").exists()  # ingest kept the batch's labels
             assert json.loads((shared / "registry" / "champion.json").read_text())["version"] == "v0001"
             assert len((shared / "data" / "t.csv").read_text().splitlines()) == 1 + 80 + 40  # the batch merged
 
