@@ -81,7 +81,9 @@ def audit_labels(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, labels: list
     remap = np.full(len(labels), -1)
     remap[present] = np.arange(len(present))  # cleanlab wants the classes that occur, numbered densely
     sub = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
-    ranked = find_label_issues(remap[y], sub, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's default forks a process pool, which deadlocks when the caller has threads
+    # (a Prefect flow run does): seen hanging training_flow's select task
+    ranked = find_label_issues(remap[y], sub, return_indices_ranked_by="self_confidence", n_jobs=1)
     issues = pd.DataFrame({
         "id": frame["id"].to_numpy()[ranked].astype(str), "split": frame["split"].to_numpy()[ranked],
         "label": [labels[i] for i in y[ranked]], "suggested": [labels[i] for i in probs[ranked].argmax(1)],
