@@ -11,7 +11,10 @@ estimators read them (`monitor.estimator`):
 - `atc`, average thresholded confidence (Garg et al., ICLR 2022) with their negative-entropy
   score: the score threshold at which the share of the reference's held-out rows above it equals
   their accuracy; the estimate is the share of current rows above it. Its macro-F1 is cbpe's (atc
-  estimates accuracy only).
+  estimates accuracy only). With fewer than ATC_MIN_ERRORS misclassified reference rows the
+  threshold sits at the few least confident rows (a reference at 100% puts it at the minimum, so
+  every less confident row counts as wrong: the demo's shifted traffic, 0.86 true, was estimated
+  0.31), and cbpe is used instead, saying so.
 
 Both are checked on the champion's held-out reference, which has labels: fitted on its val rows,
 compared with the truth on its test rows. That gap (the estimator's error on data like the
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 ESTIMATORS = ("cbpe", "atc")
+ATC_MIN_ERRORS = 10  # fewer misclassified reference rows: atc's threshold is the few least confident rows
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class PerformanceEstimate:
     macro_f1_high: float | None
     reference_accuracy: float | None  # the truth on the reference's test rows
     reference_estimate: float | None  # the estimator on the same rows (fitted on val)
-    threshold: float | None = None  # atc's confidence threshold
+    threshold: float | None = None  # atc's score threshold
+    note: str = ""  # why the estimator asked for was not used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +62,7 @@ class PerformanceEstimate:
         check = (f"; on the reference's test rows {self.reference_estimate:.3f} estimated vs "
                  f"{self.reference_accuracy:.3f} true" if self.reference_accuracy is not None else "")
         return (f"estimated accuracy {self.accuracy:.3f} [{self.accuracy_low:.3f}, {self.accuracy_high:.3f}]{f1} "
-                f"({self.method}, {self.records} records, no labels{check})")
+                f"({self.method}, {self.records} records, no labels{check})" + (f"; {self.note}" if self.note else ""))
 
 
 def probabilities(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
@@ -129,6 +134,12 @@ def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels:
     measures the estimator's own error."""
     if method not in ESTIMATORS:
         raise ValueError(f"unknown estimator {method!r}: one of {ESTIMATORS}")
+    note = ""
+    if method == "atc":
+        errors = int((reference["pred"].astype(str) != reference["label"].astype(str)).sum()) if "label" in reference else 0
+        if errors < ATC_MIN_ERRORS:  # its threshold would be an extreme order statistic of a few rows
+            method, note = "cbpe", (f"atc needs at least {ATC_MIN_ERRORS} misclassified reference rows to place its "
+                                    f"threshold and the reference has {errors}: cbpe instead")
     probs = probabilities(current, labels)
     index = {c: i for i, c in enumerate(labels)}
     pred = np.array([index.get(str(c), 0) for c in current["pred"]], dtype=np.int64)
@@ -153,4 +164,4 @@ def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels:
                                accuracy_low=clip(low - slack), accuracy_high=clip(high + slack),
                                macro_f1=float(f1_draws.mean()), macro_f1_low=clip(f1_low - slack),
                                macro_f1_high=clip(f1_high + slack), reference_accuracy=ref_truth,
-                               reference_estimate=ref_est, threshold=threshold)
+                               reference_estimate=ref_est, threshold=threshold, note=note)

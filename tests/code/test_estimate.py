@@ -89,3 +89,12 @@ def test_unknown_estimator_is_refused():
     current, _ = _calibrated(50, seed=1)
     with pytest.raises(ValueError, match="unknown estimator 'nannyml'"):
         estimate_performance(_reference(), current, LABELS, "nannyml")
+
+
+def test_atc_without_enough_reference_errors_says_so_and_uses_cbpe():
+    current, _ = _calibrated(300, seed=3)
+    perfect = _reference().assign(label=lambda f: f["pred"])  # a reference the model got all right
+    est = estimate_performance(perfect, current, LABELS, "atc")
+    assert est.method == "cbpe" and est.threshold is None
+    assert "atc needs at least 10 misclassified reference rows" in est.note and est.note in est.describe()
+    assert est.accuracy == pytest.approx(estimate_performance(perfect, current, LABELS, "cbpe").accuracy)
