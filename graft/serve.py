@@ -13,7 +13,6 @@ get a 4xx naming what was wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -32,7 +31,7 @@ from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind, open
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor, text_inputs
-from pipeline.production.prodlog import ProductionLog
+from pipeline.production.prodlog import ProductionLog, input_identity
 from pipeline.production.runtime import THREADS_ENV
 from pipeline.release.registry import Registry, champion_dir
 
@@ -204,9 +203,7 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                 raise HTTPException(413, detail=f"{len(uploads)} images; at most serve.max_batch={sp.max_batch}")
             inputs, sources, raw = await run_in_threadpool(_image_inputs, predictor, uploads,
                                                            int(sp.max_upload_mb * 2**20), sp.max_pixels)
-            keep = (lambda: [{"input_sha256": log.keep_input(d, sfx)} for d, sfx in raw]) if sp.keep_inputs else (
-                lambda: [{"input_sha256": hashlib.sha256(d).hexdigest()} for d, _ in raw])
-            identity = await run_in_threadpool(keep)
+            identity = await run_in_threadpool(lambda: [input_identity(d, sfx, log, sp.keep_inputs) for d, sfx in raw])
         else:
             if not ctype.startswith("application/json"):
                 raise HTTPException(415, detail=f'model {predictor.version} classifies text: send JSON '

@@ -30,6 +30,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError, ParamsError
 from pipeline.core.io import write_json_atomic, write_text_atomic
 from pipeline.core.params import Candidate, Params, SelectParams
+from pipeline.model.audit import COLUMNS as AUDIT_COLUMNS
 from pipeline.model.audit import LABEL_ISSUES, LabelAudit, audit_labels
 from pipeline.model.backbones import (
     Classifier,
@@ -262,7 +263,7 @@ def run_select(params: Params, ws: Workspace) -> SelectResult:
     out = ws.select
     write_json_atomic(out / LEADERBOARD, result.to_dict())
     write_text_atomic(out / LEADERBOARD_MD, result.markdown())
-    issues = result.audit.issues if result.audit else pd.DataFrame(columns=["id", "split", "label", "suggested"])
+    issues = result.audit.issues if result.audit else pd.DataFrame(columns=AUDIT_COLUMNS)
     write_text_atomic(out / LABEL_ISSUES, issues.to_csv(index=False))
     save_resolved(params, out, "select")
     return result

@@ -103,12 +103,16 @@ def negative_entropy(probs: np.ndarray) -> np.ndarray:
     return (probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
 
 
+def _correct(frame: pd.DataFrame) -> np.ndarray:
+    """Per labelled row (a reference's): was the model's prediction its label?"""
+    return (frame["pred"].astype(str) == frame["label"].astype(str)).to_numpy()
+
+
 def _atc_threshold(frame: pd.DataFrame, labels: list[str]) -> float:
     """The score threshold whose share of `frame`'s rows above it is their accuracy."""
     if not len(frame):
         return -np.inf
-    correct = (frame["pred"].astype(str) == frame["label"].astype(str)).to_numpy()
-    return float(np.quantile(negative_entropy(probabilities(frame, labels)), 1.0 - correct.mean()))
+    return float(np.quantile(negative_entropy(probabilities(frame, labels)), 1.0 - _correct(frame).mean()))
 
 
 def _reference_check(reference: pd.DataFrame, labels: list[str], method: str,
@@ -119,7 +123,7 @@ def _reference_check(reference: pd.DataFrame, labels: list[str], method: str,
     val, test = reference[reference["split"] == "val"], reference[reference["split"] == "test"]
     if len(test) < 10 or (method == "atc" and len(val) < 10):
         return None, None
-    truth = float((test["pred"].astype(str) == test["label"].astype(str)).mean())
+    truth = float(_correct(test).mean())
     if method == "atc":
         t = _atc_threshold(val, labels)
         return truth, float((negative_entropy(probabilities(test, labels)) > t).mean())
@@ -136,7 +140,7 @@ def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels:
         raise ValueError(f"unknown estimator {method!r}: one of {ESTIMATORS}")
     note = ""
     if method == "atc":
-        errors = int((reference["pred"].astype(str) != reference["label"].astype(str)).sum()) if "label" in reference else 0
+        errors = int((~_correct(reference)).sum()) if "label" in reference else 0
         if errors < ATC_MIN_ERRORS:  # its threshold would be an extreme order statistic of a few rows
             method, note = "cbpe", (f"atc needs at least {ATC_MIN_ERRORS} misclassified reference rows to place its "
                                     f"threshold and the reference has {errors}: cbpe instead")
@@ -148,7 +152,7 @@ def estimate_performance(reference: pd.DataFrame, current: pd.DataFrame, labels:
     slack = abs(ref_truth - ref_est) if ref_truth is not None and ref_est is not None else 0.0
     threshold = None
     if method == "atc":
-        threshold = _atc_threshold(reference, labels) if "label" in reference else -np.inf
+        threshold = _atc_threshold(reference, labels)  # a reference without labels fell back to cbpe above
         accuracy = float((negative_entropy(probs) > threshold).mean())
         half = 1.96 * np.sqrt(accuracy * (1 - accuracy) / max(len(current), 1))
         low, high = accuracy - half, accuracy + half

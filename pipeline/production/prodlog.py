@@ -141,6 +141,12 @@ def read_log(root: str | Path, hours: float | None = None, last: int = 0,
     return frame.tail(last).reset_index(drop=True) if last else frame
 
 
+def input_identity(data: bytes, suffix: str, log: ProductionLog | None, keep: bool) -> dict[str, str]:
+    """An image input's log fields: its content hash, its bytes kept under the log when `keep`."""
+    return {"input_sha256": log.keep_input(data, suffix) if log is not None and keep
+            else hashlib.sha256(data).hexdigest()}
+
+
 def kept_input(root: str | Path, digest: str) -> tuple[str, bytes] | None:
     """A kept input's file name and bytes, by its sha256; None when it was not kept."""
     store = Store(root)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.storage import Store
+from pipeline.production.estimate import estimate_performance
 
 LABELS = "labels.parquet"
 
@@ -47,8 +48,6 @@ def realised_performance(window: pd.DataFrame, labels: pd.DataFrame, reference: 
                          model_labels: list[str], estimator: str, seed: int = 0) -> dict[str, Any] | None:
     """True accuracy on the window's records that have a label, and the estimate on the same
     records; None when none has one."""
-    from pipeline.production.estimate import estimate_performance
-
     if labels.empty or "input_sha256" not in window:
         return None
     truth = labels.drop_duplicates("sha256", keep="last").set_index("sha256")["label"]

@@ -8,7 +8,6 @@ file (by extension) and to the production log, like served traffic.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from pipeline.core.params import DataParams
 from pipeline.core.progress import progress
 from pipeline.data.tables import read_texts
 from pipeline.production.predictor import Predictor, text_inputs
-from pipeline.production.prodlog import ProductionLog
+from pipeline.production.prodlog import ProductionLog, input_identity
 
 
 @dataclass
@@ -71,9 +70,7 @@ def score(predictor: Predictor, source: str | Path, output: str | Path, log: Pro
                     data = path.read_bytes()
                     inputs.append(predictor.image_input(open_image(data, name, max_pixels)))
                     names.append(name)
-                    digest = (log.keep_input(data, path.suffix) if log is not None and keep_inputs
-                              else hashlib.sha256(data).hexdigest())
-                    identity.append({"input_sha256": digest})
+                    identity.append(input_identity(data, path.suffix, log, keep_inputs))
                 except InputRejected as exc:
                     skipped.append((str(path), str(exc)))
             if not inputs:
