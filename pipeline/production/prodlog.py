@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import socket
 import threading
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 from pipeline.core.storage import Store
 
 _HOST = socket.gethostname()[:32]
+logger = logging.getLogger("graft.prodlog")
 
 
 def _hour_parts(ts: datetime) -> tuple[str, str]:
@@ -142,9 +144,15 @@ def read_log(root: str | Path, hours: float | None = None, last: int = 0,
 
 
 def input_identity(data: bytes, suffix: str, log: ProductionLog | None, keep: bool) -> dict[str, str]:
-    """An image input's log fields: its content hash, its bytes kept under the log when `keep`."""
-    return {"input_sha256": log.keep_input(data, suffix) if log is not None and keep
-            else hashlib.sha256(data).hexdigest()}
+    """An image input's log fields: its content hash, its bytes kept under the log when `keep`.
+    Storage that cannot take the bytes costs the label queue this input, not the prediction."""
+    if log is not None and keep:
+        try:
+            return {"input_sha256": log.keep_input(data, suffix)}
+        except OSError as exc:
+            logger.warning("could not keep an input under %s (%s); predicting without keeping it",
+                           log.store.show(INPUTS), exc)
+    return {"input_sha256": hashlib.sha256(data).hexdigest()}
 
 
 def kept_input(root: str | Path, digest: str) -> tuple[str, bytes] | None:

@@ -97,3 +97,22 @@ def test_writers_on_two_machines_share_one_s3_prefix_without_losing_a_record(s3_
     assert len(frame) == 100 and frame["source"].nunique() == 100
     parts = Store(root).glob("date=*/hour=*/part-*.parquet")
     assert len(parts) == len(set(parts)) >= 2 * 8  # 50 records in parts of 7: 8 immutable parts per writer
+
+
+def test_an_input_the_storage_cannot_keep_still_gets_its_hash(tmp_path, monkeypatch, caplog):
+    import hashlib
+
+    from pipeline.production.prodlog import input_identity, kept_input
+
+    log = ProductionLog(tmp_path / "log")
+    assert input_identity(b"png bytes", ".PNG", log, keep=True) == {"input_sha256": hashlib.sha256(b"png bytes").hexdigest()}
+    assert kept_input(tmp_path / "log", hashlib.sha256(b"png bytes").hexdigest())[0].endswith(".png")
+
+    def full(*_a, **_k):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(log.store, "put", full)
+    assert input_identity(b"other", ".jpg", log, keep=True) == {"input_sha256": hashlib.sha256(b"other").hexdigest()}
+    assert "could not keep an input" in caplog.text and "No space left" in caplog.text
+    assert kept_input(tmp_path / "log", hashlib.sha256(b"other").hexdigest()) is None
+    log.close()
