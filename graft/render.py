@@ -119,8 +119,8 @@ def train_summary(console: Console, r: Any) -> None:
     elif r.best_epoch >= 0:
         best = f"best epoch {r.best_epoch + 1} of {r.epochs_run}"
     else:
-        best = (f"[yellow]no fine-tuned epoch of {r.epochs_run} beat the frozen probe on val by train.min_gain: "
-                "the probe head is kept[/]")
+        best = (f"[yellow]no fine-tuned epoch of {r.epochs_run} beat the frozen probe on val by train.min_gain "
+                "with a gain val can vouch for (train.gain_confidence): the probe head is kept[/]")
     console.print(f"train: strategy [bold]{r.strategy}[/], {best} ({r.seconds:.0f} s); stopped by {escape(r.stopped)}",
                   soft_wrap=True)
     console.print(f"shipped weights: {escape(r.refit)}", soft_wrap=True, highlight=False)

@@ -156,6 +156,10 @@ class TrainParams(Section):
                                                          "this many minutes; 0 = no budget")
     min_gain: float = Field(0.005, ge=0.0, description="a fine-tuned epoch ships only when its val macro-F1 beats "
                                                        "the probe's by at least this")
+    gain_confidence: float = Field(0.9, ge=0.0, lt=1.0,
+                                   description="...and only when the lower end of this paired-bootstrap interval of "
+                                               "that gain on val is above 0 (a small val set cannot tell a lucky "
+                                               "epoch from a better model); 0 = off")
     probe_c: list[PositiveFloat] = Field([0.01, 0.1, 1.0, 10.0], min_length=1,
                                  description="the probe's inverse L2 strengths, chosen on val")
     max_length: int = Field(128, ge=8, description="text: tokens per example")

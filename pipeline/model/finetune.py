@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
 from torch import nn
 
 from pipeline.core.artifacts import CHECKPOINTS
@@ -27,7 +28,7 @@ from pipeline.core.progress import progress
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.distributed import Dist, init_distributed
 from pipeline.model.loaders import make_loader, resolve_device
-from pipeline.model.metrics import better, classification_metrics, predict_logits
+from pipeline.model.metrics import better, classification_metrics, paired_bootstrap, predict_logits
 from pipeline.model.optim import (
     apply_freeze,
     build_optimizer,
@@ -93,11 +94,14 @@ def _snapshot(clf: nn.Module) -> dict[str, torch.Tensor]:
 
 def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[str, pd.DataFrame],
               targets: dict[str, list[int]], root: Path, n: int, tp: TrainParams, out: Path,
-              resume: bool, log: EpochLog | None,
-              probe_val: dict[str, float]) -> tuple[list[dict[str, float]], dict[str, float], int, str]:
+              resume: bool, log: EpochLog | None, probe_val: dict[str, float],
+              probe_val_logits: np.ndarray) -> tuple[list[dict[str, float]], dict[str, float], int, str,
+                                                     dict[str, Any]]:
     """Train from the probe-initialised `clf`; an epoch must beat the probe's val macro-F1 by
-    train.min_gain to be kept (best_epoch -1 means none did: the probe head on frozen features is
-    returned). Returns the history, the best val metrics, the best epoch and why training stopped."""
+    train.min_gain to be kept, and the best one must then show a gain the val set can vouch for
+    (see _gain_over_probe). best_epoch -1 means none did: the probe head on frozen features is
+    returned. Returns the history, the best val metrics, the best epoch, why training stopped and
+    the best epoch's gain over the probe."""
     dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
     if device.type == "cuda" and dist.world > 1:
@@ -136,7 +140,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     best_path = out / "checkpoints" / "best.safetensors"
     # every process keeps the best weights in memory (on other nodes out/ is another disk); rank 0
     # also writes them, for --resume
-    best_weights = _snapshot(clf)  # the probe-initialised model is the bar
+    probe_weights = best_weights = _snapshot(clf)  # the probe-initialised model is the bar
+    best_val_logits: np.ndarray | None = None
     if dist.main and not (resume and state_path.exists()):
         save_weights(best_path, clf)
     dist.barrier()
@@ -188,7 +193,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
             state["best_epoch"] >= 0 or val["macro_f1"] >= probe_val["macro_f1"] + tp.min_gain)
         if improved:
             state.update(best=val, best_epoch=epoch, stale=0)
-            best_weights = _snapshot(clf)
+            best_weights, best_val_logits = _snapshot(clf), logits
         else:
             state["stale"] += 1
         state["epoch"] = epoch
@@ -199,8 +204,36 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                         "progress": state})
         dist.barrier()
     clf.load_state_dict({k: v.to(device) for k, v in best_weights.items()})
+    best, best_epoch, stopped, gain = state["best"], state["best_epoch"], state["stopped"], {}
+    if best_epoch >= 0:
+        if best_val_logits is None:  # resumed after the best epoch: its val predictions again
+            best_val_logits = predict_logits(clf, val_loader, device, amp=device.type == "cuda")[0]
+        gain = _gain_over_probe(np.array(targets["val"]), best_val_logits, probe_val_logits, n, tp)
+        if not gain["significant"]:
+            clf.load_state_dict({k: v.to(device) for k, v in probe_weights.items()})
+            stopped += (f"; epoch {best_epoch + 1}'s val macro-F1 gain over the probe ({gain['gain']:+.3f}) is within "
+                        f"val's noise: its {tp.gain_confidence:.0%} paired-bootstrap interval "
+                        f"[{gain['interval'][0]:+.3f}, {gain['interval'][1]:+.3f}] reaches 0 "
+                        "(train.gain_confidence), so the probe ships")
+            best, best_epoch = probe_val, -1
     if lora:
         unwrap_lora(clf, backbone)
-    return state["history"], state["best"], state["best_epoch"], state["stopped"]
+    return state["history"], best, best_epoch, stopped, gain
+
+
+def _gain_over_probe(y: np.ndarray, tuned: np.ndarray, probe: np.ndarray, n: int, tp: TrainParams) -> dict[str, Any]:
+    """The fine-tuned model's val macro-F1 gain over the probe, with a paired-bootstrap interval
+    (the same val examples resampled for both). Picking the best of several epochs on a small val
+    set flatters it; the fine-tune ships only when the interval's lower end is above 0."""
+    def f1(a: np.ndarray, b: np.ndarray) -> float:
+        return float(f1_score(a, b, average="macro", labels=list(range(n)), zero_division=0))
+
+    pred_tuned, pred_probe = tuned.argmax(1), probe.argmax(1)
+    gain = f1(y, pred_tuned) - f1(y, pred_probe)
+    if not tp.gain_confidence:
+        return {"gain": gain, "interval": None, "confidence": 0.0, "significant": True}
+    lo, hi = paired_bootstrap(y, pred_tuned, pred_probe, f1, 1000, tp.gain_confidence, tp.seed)
+    return {"gain": gain, "interval": [lo, hi], "confidence": tp.gain_confidence, "significant": lo > 0,
+            "val_examples": len(y)}
 
 

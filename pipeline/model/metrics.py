@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -68,3 +69,17 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
             outs.append(model(*(t.to(device) for t in inputs)).float().cpu())
         ys.append(y)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
+
+
+def paired_bootstrap(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray,
+                     metric: Callable[[np.ndarray, np.ndarray], float], samples: int, confidence: float,
+                     seed: int) -> tuple[float, float]:
+    """Percentile interval of metric(new) - metric(old), resampling the examples jointly."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = np.empty(samples)
+    for i in range(samples):
+        idx = rng.integers(0, n, n)
+        diffs[i] = metric(y[idx], pred_new[idx]) - metric(y[idx], pred_old[idx])
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))

@@ -73,6 +73,7 @@ class TrainResult:
     calibration: dict[str, float]
     refit: str
     stopped: str
+    gain: dict[str, Any]
 
 
 # ---------------------------------------------------------------- stage
@@ -110,12 +111,15 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     c, weighted = probe_grid(tp)[probe_best]
     tp = tp.model_copy(update={"class_weighting": weighted})  # fine-tuning weights examples as the probe chose
     device = resolve_device(tp.device)
+    gain: dict[str, Any] = {}
     if strategy == "linear_probe":
         history, val, best_epoch = probe_hist, probe_val, probe_best
         stopped = f"linear probe: {len(probe_hist)} values of train.probe_c tried"
     else:
-        history, val, best_epoch, stopped = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp, out,
-                                             resume, log, probe_val)
+        with torch.no_grad():
+            probe_val_logits = head(torch.from_numpy(feats["val"])).numpy()
+        history, val, best_epoch, stopped, gain = fine_tune(clf, backbone, strategy, frames, targets, root, n, tp,
+                                                            out, resume, log, probe_val, probe_val_logits)
     # the probe ships (linear_probe, or no fine-tuned epoch beat it): the backbone is the frozen one,
     # so its logits come from the cached features instead of another pass of the network
     frozen = strategy == "linear_probe" or best_epoch < 0
@@ -148,9 +152,10 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         save_weights(model_dir / "model.safetensors", clf)
         write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
                                                      "strategy": strategy, "best_epoch": best_epoch,
-                                                     "calibration": calibration, "refit": refit})
+                                                     "calibration": calibration, "refit": refit,
+                                                     "gain_over_probe": gain})
     return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
-                       time.perf_counter() - start, calibration, refit, stopped)
+                       time.perf_counter() - start, calibration, refit, stopped, gain)
 
 
 def _scale_head(clf: Classifier, temperature: float) -> None:
@@ -201,6 +206,7 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
         "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
         "calibration": result.calibration, "refit": result.refit, "stopped": result.stopped,
+        "gain_over_probe": result.gain,
         "label_issues_quarantined": quarantined, "seconds": round(result.seconds, 1)})
     write_json_atomic(out / HISTORY, result.history)
     save_resolved(params, out, "train")

@@ -21,6 +21,12 @@ def _reference_line(rows: dict[str, int]) -> str:
 
 def _training_lines(info: dict[str, Any]) -> str:
     lines = [f"- Shipped weights: {info['refit']}"] if info.get("refit") else []
+    gain = info.get("gain_over_probe")
+    if gain and gain.get("interval"):
+        lo, hi = gain["interval"]
+        verdict = "the fine-tune ships" if gain["significant"] else "within val's noise, so the frozen probe ships"
+        lines.append(f"- Fine-tune vs the frozen probe on val: macro-F1 {gain['gain']:+.4f}, "
+                     f"{gain['confidence']:.0%} paired-bootstrap interval [{lo:+.4f}, {hi:+.4f}]: {verdict}")
     cal = info.get("calibration")
     if cal:
         lines.append(f"- Calibration: temperature {cal['temperature']:.3f} fitted on val and folded into the head; "

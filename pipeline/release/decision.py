@@ -16,11 +16,8 @@ With no champion, `first_run` decides: `bless_on_value_bounds` or `require_manua
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from pipeline.core.params import GateParams
 
@@ -134,17 +131,3 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, gate
     reason = ("no champion yet: every value bound holds" if champion is None
               else "every bound holds against the champion")
     return GateDecision("blessed", criteria, [reason])
-
-
-def paired_bootstrap(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray,
-                     metric: Callable[[np.ndarray, np.ndarray], float], samples: int, confidence: float,
-                     seed: int) -> tuple[float, float]:
-    """Percentile interval of metric(new) - metric(old), resampling test examples jointly."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs = np.empty(samples)
-    for i in range(samples):
-        idx = rng.integers(0, n, n)
-        diffs[i] = metric(y[idx], pred_new[idx]) - metric(y[idx], pred_old[idx])
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))

@@ -34,10 +34,11 @@ from pipeline.core.lineage import DataVersion, data_version
 from pipeline.core.params import Params
 from pipeline.model.evaluate import predict_probs, summary_metrics
 from pipeline.model.loaders import make_loader
+from pipeline.model.metrics import paired_bootstrap
 from pipeline.model.trained import encode_labels, load_trained, test_split
 from pipeline.production.reference import REFERENCE, VOCABULARY
 from pipeline.release.card import model_card
-from pipeline.release.decision import GateDecision, decide, paired_bootstrap
+from pipeline.release.decision import GateDecision, decide
 from pipeline.release.registry import Registry
 
 _METRIC_FNS = {"macro_f1": lambda y, p: f1_score(y, p, average="macro", zero_division=0),

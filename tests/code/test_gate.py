@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from pipeline.core.config import parse_params
-from pipeline.release.decision import decide, paired_bootstrap
+from pipeline.model.metrics import paired_bootstrap
+from pipeline.release.decision import decide
 
 GOOD = {"macro_f1": 0.90, "accuracy": 0.92, "ece": 0.05}
 

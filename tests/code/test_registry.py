@@ -152,6 +152,17 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
     assert "## int8\nnot produced (export.quantize is off)" in card
 
 
+def test_the_card_says_whether_val_vouched_for_the_fine_tune():
+    from pipeline.release.card import _training_lines
+
+    gain = {"gain": 0.05, "interval": [-0.01, 0.11], "confidence": 0.9, "significant": False}
+    lines = _training_lines({"gain_over_probe": gain})
+    assert "macro-F1 +0.0500, 90% paired-bootstrap interval [-0.0100, +0.1100]: within val's noise" in lines
+    assert "the fine-tune ships" in _training_lines({"gain_over_probe": {**gain, "interval": [0.01, 0.09],
+                                                                          "significant": True}})
+    assert _training_lines({"gain_over_probe": {}}) == ""  # the probe was the strategy: nothing to compare
+
+
 # ---------------------------------------------------------------- on object storage (S3)
 
 

@@ -190,3 +190,49 @@ def test_the_shipped_probe_is_refitted_on_train_and_val_and_calibrated(tmp_path,
     assert r.history[r.best_epoch]["cv_macro_f1"] == max(h["cv_macro_f1"] for h in r.history)
     expected = refit_probe_head(x, fit["label"].map(labels.index).to_numpy(), len(labels), c, weighted, p.train)
     assert torch.allclose(clf.head.weight * cal["temperature"], expected.weight, atol=1e-5)
+
+
+def _val_logits(y, right, n=2):
+    """One-hot logits that classify the rows in `right` correctly and the others wrongly."""
+    pred = np.where(right, y, (y + 1) % n)
+    return np.eye(n)[pred]
+
+
+def test_a_fine_tune_ships_only_with_a_gain_val_can_vouch_for():
+    from pipeline.model.finetune import _gain_over_probe
+
+    tp = parse_params({}).train
+    rng = np.random.default_rng(0)
+    # 143 val rows (clothing's val split): the probe right on 80%, a lucky epoch on 7 rows more
+    y = rng.integers(0, 2, 143)
+    probe_right = rng.random(143) < 0.8
+    lucky = probe_right.copy()
+    lucky[np.flatnonzero(~probe_right)[:14]] = True
+    lucky[np.flatnonzero(probe_right)[:7]] = False
+    small = _gain_over_probe(y, _val_logits(y, lucky), _val_logits(y, probe_right), 2, tp)
+    assert small["gain"] > tp.min_gain and not small["significant"] and small["interval"][0] <= 0
+    # the same 5-point gain on 2,000 val rows is not luck
+    y = rng.integers(0, 2, 2000)
+    probe_right = rng.random(2000) < 0.8
+    better = probe_right | (rng.random(2000) < 0.25)
+    large = _gain_over_probe(y, _val_logits(y, better), _val_logits(y, probe_right), 2, tp)
+    assert large["significant"] and large["interval"][0] > 0 and large["val_examples"] == 2000
+    off = _gain_over_probe(y[:143], _val_logits(y[:143], lucky), _val_logits(y[:143], probe_right[:143]), 2,
+                           tp.model_copy(update={"gain_confidence": 0.0}))
+    assert off["significant"] and off["interval"] is None
+
+
+def test_an_unvouched_fine_tune_restores_the_probe_model(tmp_path, tiny_timm_dir, monkeypatch):
+    import pipeline.model.finetune as finetune
+
+    # every epoch beats the probe (min_gain 0 and a patched bar), then val cannot vouch for it
+    monkeypatch.setattr(finetune, "better", lambda new, old: True)
+    monkeypatch.setattr(finetune, "_gain_over_probe", lambda *a: {"gain": 0.01, "interval": [-0.02, 0.04],
+                                                                 "significant": False})
+    tuned = _train(tmp_path, "image", tiny_timm_dir, "full", out="tuned", min_gain=0.0)
+    probe = _train(tmp_path, "image", tiny_timm_dir, "linear_probe", out="probe")
+    assert tuned.best_epoch == -1 and tuned.val == tuned.probe_val and "train.gain_confidence" in tuned.stopped
+    assert tuned.gain["significant"] is False
+    a = load_file(str(tuned.model_dir / "model.safetensors"))
+    b = load_file(str(probe.model_dir / "model.safetensors"))
+    assert [k for k in b if not torch.allclose(a[k], b[k])] == []
