@@ -160,6 +160,9 @@ class TrainParams(Section):
                                    description="...and only when the lower end of this paired-bootstrap interval of "
                                                "that gain on val is above 0 (a small val set cannot tell a lucky "
                                                "epoch from a better model); 0 = off")
+    tta: Literal["auto", "off", "hflip"] = Field(
+        "auto", description="images: test-time augmentation inside the model (the mean of the image and its mirror); "
+                            "auto = when val vouches for its gain (train.gain_confidence); it doubles inference cost")
     probe_c: list[PositiveFloat] = Field([0.01, 0.1, 1.0, 10.0], min_length=1,
                                  description="the probe's inverse L2 strengths, chosen on val")
     max_length: int = Field(128, ge=8, description="text: tokens per example")

@@ -47,22 +47,30 @@ class TextEncoder(nn.Module):
 
 
 class Classifier(nn.Module):
-    """backbone -> pooled embedding -> linear head. forward returns logits."""
+    """backbone -> pooled embedding -> linear head. forward returns logits.
 
-    def __init__(self, backbone: nn.Module, dim: int, num_classes: int):
+    flip_tta (images; train sets it when val vouches for it, model.json `tta: hflip`): the
+    embedding is the mean of the image's and its mirror's, so the head's logits are the mean of
+    both views'. It is part of forward, so the ONNX export and every runtime serve the same model."""
+
+    def __init__(self, backbone: nn.Module, dim: int, num_classes: int, flip_tta: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(dim, num_classes)
+        self.flip_tta = flip_tta
         # A zero head starts at uniform predictions: no large random logits to undo (seen to
         # drag fine-tunes below the frozen probe).
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def embed(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.backbone(*inputs)
+        emb = self.backbone(*inputs)
+        if self.flip_tta:
+            emb = (emb + self.backbone(torch.flip(inputs[0], dims=[-1]))) / 2
+        return emb
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(*inputs))
+        return self.head(self.embed(*inputs))
 
 
 @dataclass
@@ -264,7 +272,7 @@ def rebuild_classifier(folder: Path, info: dict[str, Any], num_classes: int) -> 
 
         b = info["build"]
         module = timm.create_model(b["architecture"], pretrained=False, num_classes=0, **b["model_args"])
-        return Classifier(module, info["dim"], num_classes), None
+        return Classifier(module, info["dim"], num_classes, flip_tta=info.get("tta") == "hflip"), None
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder / "encoder"))

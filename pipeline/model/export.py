@@ -77,7 +77,7 @@ class TwoOutputs(nn.Module):
         self.clf = clf
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.clf.backbone(*inputs)
+        emb = self.clf.embed(*inputs)
         return self.clf.head(emb), emb
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import f1_score
 from torch import nn
 
 from pipeline.core.artifacts import CHECKPOINTS
@@ -28,7 +27,7 @@ from pipeline.core.progress import progress
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.distributed import Dist, init_distributed
 from pipeline.model.loaders import make_loader, resolve_device
-from pipeline.model.metrics import better, classification_metrics, paired_bootstrap, predict_logits
+from pipeline.model.metrics import better, classification_metrics, predict_logits, vouched_gain
 from pipeline.model.optim import (
     apply_freeze,
     build_optimizer,
@@ -99,7 +98,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                                      dict[str, Any]]:
     """Train from the probe-initialised `clf`; an epoch must beat the probe's val macro-F1 by
     train.min_gain to be kept, and the best one must then show a gain the val set can vouch for
-    (see _gain_over_probe). best_epoch -1 means none did: the probe head on frozen features is
+    (metrics.vouched_gain at train.gain_confidence: picking the best of several epochs on a small
+    val set flatters it). best_epoch -1 means none did: the probe head on frozen features is
     returned. Returns the history, the best val metrics, the best epoch, why training stopped and
     the best epoch's gain over the probe."""
     dist = init_distributed(tp.device)
@@ -208,7 +208,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     if best_epoch >= 0:
         if best_val_logits is None:  # resumed after the best epoch: its val predictions again
             best_val_logits = predict_logits(clf, val_loader, device, amp=device.type == "cuda")[0]
-        gain = _gain_over_probe(np.array(targets["val"]), best_val_logits, probe_val_logits, n, tp)
+        gain = vouched_gain(np.array(targets["val"]), best_val_logits, probe_val_logits, n, tp.gain_confidence,
+                            tp.seed)
         if not gain["significant"]:
             clf.load_state_dict({k: v.to(device) for k, v in probe_weights.items()})
             stopped += (f"; epoch {best_epoch + 1}'s val macro-F1 gain over the probe ({gain['gain']:+.3f}) is within "
@@ -219,21 +220,3 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     if lora:
         unwrap_lora(clf, backbone)
     return state["history"], best, best_epoch, stopped, gain
-
-
-def _gain_over_probe(y: np.ndarray, tuned: np.ndarray, probe: np.ndarray, n: int, tp: TrainParams) -> dict[str, Any]:
-    """The fine-tuned model's val macro-F1 gain over the probe, with a paired-bootstrap interval
-    (the same val examples resampled for both). Picking the best of several epochs on a small val
-    set flatters it; the fine-tune ships only when the interval's lower end is above 0."""
-    def f1(a: np.ndarray, b: np.ndarray) -> float:
-        return float(f1_score(a, b, average="macro", labels=list(range(n)), zero_division=0))
-
-    pred_tuned, pred_probe = tuned.argmax(1), probe.argmax(1)
-    gain = f1(y, pred_tuned) - f1(y, pred_probe)
-    if not tp.gain_confidence:
-        return {"gain": gain, "interval": None, "confidence": 0.0, "significant": True}
-    lo, hi = paired_bootstrap(y, pred_tuned, pred_probe, f1, 1000, tp.gain_confidence, tp.seed)
-    return {"gain": gain, "interval": [lo, hi], "confidence": tp.gain_confidence, "significant": lo > 0,
-            "val_examples": len(y)}
-
-

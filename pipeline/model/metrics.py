@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,3 +84,20 @@ def paired_bootstrap(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray,
         diffs[i] = metric(y[idx], pred_new[idx]) - metric(y[idx], pred_old[idx])
     alpha = (1 - confidence) / 2
     return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))
+
+
+def vouched_gain(y: np.ndarray, new_logits: np.ndarray, old_logits: np.ndarray, n: int, confidence: float,
+                 seed: int) -> dict[str, Any]:
+    """The macro-F1 gain of `new` over `old` on the same held-out rows, with its paired-bootstrap
+    interval at `confidence`; `significant` when the interval's lower end is above 0 (always, with
+    confidence 0). How train decides whether val vouches for a fine-tune or a test-time view."""
+    def f1(a: np.ndarray, b: np.ndarray) -> float:
+        return float(f1_score(a, b, average="macro", labels=list(range(n)), zero_division=0))
+
+    new, old = new_logits.argmax(1), old_logits.argmax(1)
+    gain = f1(y, new) - f1(y, old)
+    if not confidence:
+        return {"gain": gain, "interval": None, "confidence": 0.0, "significant": True, "val_examples": len(y)}
+    lo, hi = paired_bootstrap(y, new, old, f1, 1000, confidence, seed)
+    return {"gain": gain, "interval": [lo, hi], "confidence": confidence, "significant": lo > 0,
+            "val_examples": len(y)}

@@ -46,12 +46,13 @@ from pipeline.model.distributed import init_distributed
 from pipeline.model.features import embed_frame
 from pipeline.model.finetune import fine_tune, save_weights, seed_everything
 from pipeline.model.inference import softmax
-from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.loaders import make_loader
 from pipeline.model.metrics import (
     classification_metrics,
     expected_calibration_error,
     fit_temperature,
     predict_logits,
+    vouched_gain,
 )
 from pipeline.model.probe import EpochLog, fit_probe_head, probe_grid, refit_probe_head
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
@@ -74,6 +75,7 @@ class TrainResult:
     refit: str
     stopped: str
     gain: dict[str, Any]
+    tta: dict[str, Any]
 
 
 # ---------------------------------------------------------------- stage
@@ -110,7 +112,6 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     clf.head.load_state_dict(head.state_dict())
     c, weighted = probe_grid(tp)[probe_best]
     tp = tp.model_copy(update={"class_weighting": weighted})  # fine-tuning weights examples as the probe chose
-    device = resolve_device(tp.device)
     gain: dict[str, Any] = {}
     if strategy == "linear_probe":
         history, val, best_epoch = probe_hist, probe_val, probe_best
@@ -125,15 +126,21 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     frozen = strategy == "linear_probe" or best_epoch < 0
 
     def logits_of(split: str) -> tuple[np.ndarray, np.ndarray]:
-        if frozen:
+        if frozen and not clf.flip_tta:
             x = torch.from_numpy(feats[split] if split in feats else embedded(split))
             with torch.no_grad():  # the head is on the fine-tuning device when a fine-tune was tried
                 logits = clf.head(x.to(clf.head.weight.device)).cpu().numpy()
             return logits, np.array(targets[split])
         loader = make_loader(backbone, frames[split], targets[split], root, batch_size=tp.batch_size)
-        return predict_logits(clf, loader, device, amp=device.type == "cuda")
+        on = clf.head.weight.device  # where the fine-tune left it (a linear probe never moved)
+        return predict_logits(clf, loader, on, amp=on.type == "cuda")
 
-    calibration = _calibrate(clf, logits_of("val")[0], yv, n, params.evaluate.ece_bins)
+    val_logits = logits_of("val")[0]
+    tta, tta_logits = _choose_tta(clf, backbone, frames["val"], yv, root, val_logits, n, tp,
+                                  clf.head.weight.device)
+    if tta_logits is not None:
+        clf.flip_tta, val_logits = True, tta_logits
+    calibration = _calibrate(clf, val_logits, yv, n, params.evaluate.ece_bins)
     refit = "none: the backbone was tuned on train, val chose the epoch and the temperature"
     if frozen:  # the probe ships: refit it on every labelled example
         head = refit_probe_head(np.vstack([feats["train"], feats["val"]]), np.r_[targets["train"], yv], n,
@@ -153,9 +160,35 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         write_json_atomic(model_dir / "model.json", {**info, "labels": labels, "num_classes": n,
                                                      "strategy": strategy, "best_epoch": best_epoch,
                                                      "calibration": calibration, "refit": refit,
-                                                     "gain_over_probe": gain})
+                                                     "gain_over_probe": gain, "tta": tta["tta"],
+                                                     "tta_choice": tta})
     return TrainResult(model_dir, strategy, best_epoch, len(history), history, val, test, probe_val,
-                       time.perf_counter() - start, calibration, refit, stopped, gain)
+                       time.perf_counter() - start, calibration, refit, stopped, gain, tta)
+
+
+def _choose_tta(clf: Classifier, backbone: Any, frame: pd.DataFrame, yv: np.ndarray, root: Path, plain: np.ndarray,
+                n: int, tp: Any, device: torch.device) -> tuple[dict[str, Any], np.ndarray | None]:
+    """train.tta for images: the model's val logits with the mirrored view averaged in, and whether
+    they ship (auto: when vouched_gain says val's macro-F1 gain is no luck). Returns the choice,
+    and the val logits with TTA when it ships."""
+    if backbone.modality != "image":
+        return {"tta": "none", "reason": "text: no cheap view that keeps the label"}, None
+    if tp.tta == "off":
+        return {"tta": "none", "reason": "train.tta=off"}, None
+    clf.flip_tta = True
+    try:
+        loader = make_loader(backbone, frame, yv.tolist(), root, batch_size=tp.batch_size)
+        flipped = predict_logits(clf, loader, device, amp=device.type == "cuda")[0]
+    finally:
+        clf.flip_tta = False
+    gain = vouched_gain(yv, flipped, plain, n, tp.gain_confidence, tp.seed)
+    if tp.tta == "hflip":
+        return {"tta": "hflip", "reason": "train.tta=hflip", **gain}, flipped
+    ships = gain["significant"] and gain["gain"] > 0
+    reason = ("val vouches for the mirrored view's gain (train.gain_confidence); inference runs the backbone twice"
+              if ships else "val does not vouch for a gain from the mirrored view: one view, half the cost")
+    logger.info("test-time augmentation: %s (val macro-F1 %+.4f)", "hflip" if ships else "none", gain["gain"])
+    return {"tta": "hflip" if ships else "none", "reason": reason, **gain}, flipped if ships else None
 
 
 def _scale_head(clf: Classifier, temperature: float) -> None:
@@ -206,7 +239,7 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
         "epochs_run": result.epochs_run,
         "val": result.val, "test": result.test, "probe_val": result.probe_val,
         "calibration": result.calibration, "refit": result.refit, "stopped": result.stopped,
-        "gain_over_probe": result.gain,
+        "gain_over_probe": result.gain, "tta": result.tta,
         "label_issues_quarantined": quarantined, "seconds": round(result.seconds, 1)})
     write_json_atomic(out / HISTORY, result.history)
     save_resolved(params, out, "train")

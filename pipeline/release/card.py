@@ -27,6 +27,10 @@ def _training_lines(info: dict[str, Any]) -> str:
         verdict = "the fine-tune ships" if gain["significant"] else "within val's noise, so the frozen probe ships"
         lines.append(f"- Fine-tune vs the frozen probe on val: macro-F1 {gain['gain']:+.4f}, "
                      f"{gain['confidence']:.0%} paired-bootstrap interval [{lo:+.4f}, {hi:+.4f}]: {verdict}")
+    tta = info.get("tta_choice")
+    if tta and "gain" in tta:
+        lines.append(f"- Test-time augmentation: {tta['tta']} (the mirrored view's val macro-F1 gain "
+                     f"{tta['gain']:+.4f}; {tta['reason']})")
     cal = info.get("calibration")
     if cal:
         lines.append(f"- Calibration: temperature {cal['temperature']:.3f} fitted on val and folded into the head; "

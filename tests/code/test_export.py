@@ -21,10 +21,10 @@ from pipeline.production.predictor import Predictor
 from pipeline.production.runtime import ort_session
 
 
-def _trained(tmp_path, modality, weights, **export):
+def _trained(tmp_path, modality, weights, train=None, **export):
     data, labels, name = tiny_task(tmp_path, modality)
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": labels},
-                      "train": {"epochs": 1, "batch_size": 16, "max_length": 16},
+                      "train": {"epochs": 1, "batch_size": 16, "max_length": 16, **(train or {})},
                       "export": {"latency_runs": 3, **export}, "paths": {"cache": str(tmp_path / "cache")}})
     manifest = prepare_data(data, p.data, p.prepare).manifest
     (tmp_path / "val").mkdir()
@@ -102,6 +102,27 @@ def test_an_int8_model_that_loses_accuracy_or_speed_is_not_shipped(tmp_path, mea
     assert not (tmp_path / "model.int8.onnx").exists()
     with pytest.raises(Int8NotShipped, match=f"export.{key}=.*serve.model: fp32"):
         int8_path(tmp_path)
+
+
+def test_test_time_augmentation_is_inside_the_exported_model(tmp_path, tiny_timm_dir):
+    p = _trained(tmp_path, "image", tiny_timm_dir, train={"tta": "hflip"}, quantize=False)
+    clf, info, _view = load_trained(tmp_path / "train" / "model")
+    assert info["tta"] == "hflip" and info["tta_choice"]["reason"] == "train.tta=hflip" and clf.flip_tta
+    r = run_export(p, _ws(p, tmp_path))
+    assert r.passed and r.parity.top1_agreement == 1.0 and r.parity.max_abs_diff_logits < 1e-4
+    session, _ = ort_session(r.onnx_path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    logits, emb = session.run(None, {"input": x})
+    mirrored, mirrored_emb = session.run(None, {"input": x[..., ::-1].copy()})
+    # the served model sees both views: an image and its mirror get the same answer
+    np.testing.assert_allclose(logits, mirrored, atol=1e-5)
+    np.testing.assert_allclose(emb, mirrored_emb, atol=1e-5)
+    clf.flip_tta = False
+    import torch
+
+    with torch.no_grad():
+        one_view = clf(torch.from_numpy(x)).numpy()
+    assert np.abs(one_view - logits).max() > 1e-4  # and it is not the one-view model
 
 
 def test_parity_beyond_the_bound_fails_the_export_with_a_report(tmp_path, tiny_timm_dir):

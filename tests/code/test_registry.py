@@ -161,6 +161,9 @@ def test_the_card_says_whether_val_vouched_for_the_fine_tune():
     assert "the fine-tune ships" in _training_lines({"gain_over_probe": {**gain, "interval": [0.01, 0.09],
                                                                           "significant": True}})
     assert _training_lines({"gain_over_probe": {}}) == ""  # the probe was the strategy: nothing to compare
+    tta = {"tta": "hflip", "gain": 0.031, "reason": "val vouches for the mirrored view's gain"}
+    assert "- Test-time augmentation: hflip (the mirrored view's val macro-F1 gain +0.0310; val vouches" in \
+        _training_lines({"tta_choice": tta})
 
 
 # ---------------------------------------------------------------- on object storage (S3)

@@ -199,7 +199,7 @@ def _val_logits(y, right, n=2):
 
 
 def test_a_fine_tune_ships_only_with_a_gain_val_can_vouch_for():
-    from pipeline.model.finetune import _gain_over_probe
+    from pipeline.model.metrics import vouched_gain
 
     tp = parse_params({}).train
     rng = np.random.default_rng(0)
@@ -209,16 +209,15 @@ def test_a_fine_tune_ships_only_with_a_gain_val_can_vouch_for():
     lucky = probe_right.copy()
     lucky[np.flatnonzero(~probe_right)[:14]] = True
     lucky[np.flatnonzero(probe_right)[:7]] = False
-    small = _gain_over_probe(y, _val_logits(y, lucky), _val_logits(y, probe_right), 2, tp)
+    small = vouched_gain(y, _val_logits(y, lucky), _val_logits(y, probe_right), 2, tp.gain_confidence, 0)
     assert small["gain"] > tp.min_gain and not small["significant"] and small["interval"][0] <= 0
     # the same 5-point gain on 2,000 val rows is not luck
     y = rng.integers(0, 2, 2000)
     probe_right = rng.random(2000) < 0.8
     better = probe_right | (rng.random(2000) < 0.25)
-    large = _gain_over_probe(y, _val_logits(y, better), _val_logits(y, probe_right), 2, tp)
+    large = vouched_gain(y, _val_logits(y, better), _val_logits(y, probe_right), 2, tp.gain_confidence, 0)
     assert large["significant"] and large["interval"][0] > 0 and large["val_examples"] == 2000
-    off = _gain_over_probe(y[:143], _val_logits(y[:143], lucky), _val_logits(y[:143], probe_right[:143]), 2,
-                           tp.model_copy(update={"gain_confidence": 0.0}))
+    off = vouched_gain(y[:143], _val_logits(y[:143], lucky), _val_logits(y[:143], probe_right[:143]), 2, 0.0, 0)
     assert off["significant"] and off["interval"] is None
 
 
@@ -227,7 +226,7 @@ def test_an_unvouched_fine_tune_restores_the_probe_model(tmp_path, tiny_timm_dir
 
     # every epoch beats the probe (min_gain 0 and a patched bar), then val cannot vouch for it
     monkeypatch.setattr(finetune, "better", lambda new, old: True)
-    monkeypatch.setattr(finetune, "_gain_over_probe", lambda *a: {"gain": 0.01, "interval": [-0.02, 0.04],
+    monkeypatch.setattr(finetune, "vouched_gain", lambda *a: {"gain": 0.01, "interval": [-0.02, 0.04],
                                                                  "significant": False})
     tuned = _train(tmp_path, "image", tiny_timm_dir, "full", out="tuned", min_gain=0.0)
     probe = _train(tmp_path, "image", tiny_timm_dir, "linear_probe", out="probe")
@@ -236,3 +235,25 @@ def test_an_unvouched_fine_tune_restores_the_probe_model(tmp_path, tiny_timm_dir
     a = load_file(str(tuned.model_dir / "model.safetensors"))
     b = load_file(str(probe.model_dir / "model.safetensors"))
     assert [k for k in b if not torch.allclose(a[k], b[k])] == []
+
+
+
+def test_test_time_augmentation_ships_only_when_val_vouches_for_it(tmp_path, tiny_timm_dir, monkeypatch):
+    import pipeline.model.train as train
+
+    r = _train(tmp_path, "image", tiny_timm_dir, "linear_probe", out="auto")
+    choice = r.tta  # the tiny task's val is already right everywhere: nothing for a mirror to add
+    assert choice["tta"] == "none" and choice["gain"] <= 0 and "does not vouch" in choice["reason"]
+    assert json.loads((r.model_dir / "model.json").read_text())["tta"] == "none"
+    monkeypatch.setattr(train, "vouched_gain", lambda *a: {"gain": 0.02, "interval": [0.01, 0.03],
+                                                           "significant": True})
+    vouched = _train(tmp_path, "image", tiny_timm_dir, "linear_probe", out="vouched")
+    assert vouched.tta["tta"] == "hflip"
+    clf, info, _ = load_trained(vouched.model_dir)
+    assert info["tta"] == "hflip" and clf.flip_tta
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the logits are the mean of both views' logits (the head is linear)
+        both = clf(x)
+        clf.flip_tta = False
+        mean = (clf(x) + clf(torch.flip(x, dims=[-1]))) / 2
+    torch.testing.assert_close(both, mean, atol=1e-5, rtol=1e-5)
