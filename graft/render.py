@@ -124,6 +124,9 @@ def train_summary(console: Console, r: Any) -> None:
     console.print(f"train: strategy [bold]{r.strategy}[/], {best} ({r.seconds:.0f} s); stopped by {escape(r.stopped)}",
                   soft_wrap=True)
     console.print(f"shipped weights: {escape(r.refit)}", soft_wrap=True, highlight=False)
+    if r.tta.get("gain") is not None:
+        console.print(f"test-time augmentation: {r.tta['tta']} (mirrored view, val macro-F1 {r.tta['gain']:+.4f}): "
+                      f"{escape(r.tta['reason'])}", soft_wrap=True, highlight=False)
     cal = r.calibration
     console.print(f"calibration: temperature {cal['temperature']:.2f}, val ECE {cal['val_ece_before']:.4f} -> "
                   f"{cal['val_ece_after']:.4f}", highlight=False)

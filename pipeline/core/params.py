@@ -158,8 +158,9 @@ class TrainParams(Section):
                                                        "the probe's by at least this")
     gain_confidence: float = Field(0.9, ge=0.0, lt=1.0,
                                    description="...and only when the lower end of this paired-bootstrap interval of "
-                                               "that gain on val is above 0 (a small val set cannot tell a lucky "
-                                               "epoch from a better model); 0 = off")
+                                               "that gain on val is above 0, corrected for the number of epochs "
+                                               "compared (a small val set cannot tell a lucky epoch from a better "
+                                               "model); 0 = off")
     tta: Literal["auto", "off", "hflip"] = Field(
         "auto", description="images: test-time augmentation inside the model (the mean of the image and its mirror); "
                             "auto = when val vouches for its gain (train.gain_confidence); it doubles inference cost")

@@ -98,8 +98,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                                      dict[str, Any]]:
     """Train from the probe-initialised `clf`; an epoch must beat the probe's val macro-F1 by
     train.min_gain to be kept, and the best one must then show a gain the val set can vouch for
-    (metrics.vouched_gain at train.gain_confidence: picking the best of several epochs on a small
-    val set flatters it). best_epoch -1 means none did: the probe head on frozen features is
+    (metrics.vouched_gain at train.gain_confidence, Bonferroni-corrected for the epochs compared:
+    picking the best of several epochs on a small val set flatters it). best_epoch -1 means none did: the probe head on frozen features is
     returned. Returns the history, the best val metrics, the best epoch, why training stopped and
     the best epoch's gain over the probe."""
     dist = init_distributed(tp.device)
@@ -208,12 +208,16 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     if best_epoch >= 0:
         if best_val_logits is None:  # resumed after the best epoch: its val predictions again
             best_val_logits = predict_logits(clf, val_loader, device, amp=device.type == "cuda")[0]
-        gain = vouched_gain(np.array(targets["val"]), best_val_logits, probe_val_logits, n, tp.gain_confidence,
-                            tp.seed)
+        # val compared every epoch with the bar: the best of k has k chances at luck (Bonferroni)
+        looks = len(state["history"])
+        confidence = 1 - (1 - tp.gain_confidence) / looks if tp.gain_confidence else 0.0
+        gain = {**vouched_gain(np.array(targets["val"]), best_val_logits, probe_val_logits, n, confidence, tp.seed),
+                "epochs_compared": looks}
         if not gain["significant"]:
             clf.load_state_dict({k: v.to(device) for k, v in probe_weights.items()})
             stopped += (f"; epoch {best_epoch + 1}'s val macro-F1 gain over the probe ({gain['gain']:+.3f}) is within "
-                        f"val's noise: its {tp.gain_confidence:.0%} paired-bootstrap interval "
+                        f"val's noise: its {confidence:.1%} paired-bootstrap interval (train.gain_confidence for the "
+                        f"best of {looks} epochs) "
                         f"[{gain['interval'][0]:+.3f}, {gain['interval'][1]:+.3f}] reaches 0 "
                         "(train.gain_confidence), so the probe ships")
             best, best_epoch = probe_val, -1
