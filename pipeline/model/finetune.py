@@ -218,8 +218,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
             stopped += (f"; epoch {best_epoch + 1}'s val macro-F1 gain over the probe ({gain['gain']:+.3f}) is within "
                         f"val's noise: its {confidence:.1%} paired-bootstrap interval (train.gain_confidence for the "
                         f"best of {looks} epochs) "
-                        f"[{gain['interval'][0]:+.3f}, {gain['interval'][1]:+.3f}] reaches 0 "
-                        "(train.gain_confidence), so the probe ships")
+                        f"[{gain['interval'][0]:+.3f}, {gain['interval'][1]:+.3f}] reaches 0, so the probe ships")
             best, best_epoch = probe_val, -1
     if lora:
         unwrap_lora(clf, backbone)
