@@ -142,28 +142,20 @@ class TrainParams(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 = off")
     patience: int = Field(3, ge=1, description="epochs without a better val macro-F1 before stopping")
-    class_weighting: bool | Literal["auto"] = Field(
-        "auto", description="weight examples by inverse class frequency; auto: the probe's cross-validation "
-                            "or val decides, and fine-tuning follows it")
+    class_weighting: bool | Literal["auto"] = Field("auto", description="inverse class frequency weights; auto: "
+                                                    "the probe's choice, which fine-tuning follows")
     partial_groups: int = Field(2, ge=1, description="top layer groups trained by `partial`")
     unfreeze_every: int = Field(1, ge=1, description="gradual_unfreeze: epochs per newly unfrozen group")
-    batchnorm: Literal["frozen", "train"] = Field(
-        "frozen", description="frozen: BatchNorm keeps its pretrained statistics (small batches drag them)")
+    batchnorm: Literal["frozen", "train"] = Field("frozen", description="frozen: keep BatchNorm's pretrained statistics")
     augment: bool = True
     mixup: float = Field(0.0, ge=0.0, description="images: mixup alpha; 0 = off")
     cutmix: float = Field(0.0, ge=0.0, description="images: cutmix alpha; 0 = off")
-    max_minutes: float = Field(30.0, ge=0.0, description="fine-tuning stops before an epoch that would end past "
-                                                         "this many minutes; 0 = no budget")
-    min_gain: float = Field(0.005, ge=0.0, description="a fine-tuned epoch ships only when its val macro-F1 beats "
-                                                       "the probe's by at least this")
-    gain_confidence: float = Field(0.9, ge=0.0, lt=1.0,
-                                   description="...and only when the lower end of this paired-bootstrap interval of "
-                                               "that gain on val is above 0, corrected for the number of epochs "
-                                               "compared (a small val set cannot tell a lucky epoch from a better "
-                                               "model); 0 = off")
-    tta: Literal["auto", "off", "hflip"] = Field(
-        "auto", description="images: test-time augmentation inside the model (the mean of the image and its mirror); "
-                            "auto = when val vouches for its gain (train.gain_confidence); it doubles inference cost")
+    max_minutes: float = Field(30.0, ge=0.0, description="no epoch starts that would end past this; 0 = no budget")
+    min_gain: float = Field(0.005, ge=0.0, description="a fine-tune ships only beating the probe's val macro-F1 by this")
+    gain_confidence: float = Field(0.9, ge=0.0, lt=1.0, description="...and only when val vouches for it: the "
+                                   "paired-bootstrap lower bound at this level, Bonferroni-corrected for the epochs, > 0")
+    tta: Literal["auto", "off", "hflip"] = Field("auto", description="images: the mirror averaged in, inside "
+                                                 "the model; auto = when val vouches for it (twice the cost)")
     probe_c: list[PositiveFloat] = Field([0.01, 0.1, 1.0, 10.0], min_length=1,
                                  description="the probe's inverse L2 strengths, chosen on val")
     max_length: int = Field(128, ge=8, description="text: tokens per example")

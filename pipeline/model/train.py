@@ -232,7 +232,7 @@ def run_train(params: Params, ws: Workspace, resume: bool = False, log: EpochLog
     result = train_model(manifest, labels, ws.data, decision, params, out, resume, log)
     if not init_distributed(params.train.device).main:
         return result
-    shipped = ("probe head on frozen features: no fine-tuned epoch beat it on val"
+    shipped = ("probe head on frozen features: no fine-tuned epoch beat it on val by a gain val can vouch for"
                if result.best_epoch < 0 and result.strategy != "linear_probe" else result.strategy)
     write_json_atomic(out / TRAIN_METRICS, {
         "strategy": result.strategy, "shipped": shipped, "best_epoch": result.best_epoch,
