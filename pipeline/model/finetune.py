@@ -99,9 +99,9 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     """Train from the probe-initialised `clf`; an epoch must beat the probe's val macro-F1 by
     train.min_gain to be kept, and the best one must then show a gain the val set can vouch for
     (metrics.vouched_gain at train.gain_confidence, Bonferroni-corrected for the epochs compared:
-    picking the best of several epochs on a small val set flatters it). best_epoch -1 means none did: the probe head on frozen features is
-    returned. Returns the history, the best val metrics, the best epoch, why training stopped and
-    the best epoch's gain over the probe."""
+    picking the best of several epochs on a small val set flatters it). best_epoch -1 means none
+    did: the probe-initialised model is returned. Returns the history, the best val metrics, the
+    best epoch, why training stopped and the best epoch's gain over the probe."""
     dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
     if device.type == "cuda" and dist.world > 1:

@@ -4,7 +4,9 @@ Every strategy starts from a linear probe on cached frozen features (LP-FT): a l
 regression whose C is chosen on val, so tuning the backbone does not start by undoing a random
 head. `linear_probe` stops there; the others then train backbone groups (`partial`, `full`,
 `gradual_unfreeze`) or LoRA adapters (`lora`) in pipeline.model.finetune, and an epoch ships only
-when it beats the probe on val.
+when it beats the probe on val by a gain val can vouch for (a Bonferroni-corrected paired
+bootstrap). For images, test-time augmentation (the mirror averaged in) ships when val vouches
+for it by the same rule.
 
 Every labelled example is used: when the probe ships, it is refitted on train + val with the C
 val chose (the test split stays untouched). A fine-tuned backbone keeps val for choosing its
