@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from pipeline.core.artifacts import (
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_json_atomic
-from pipeline.core.params import Params
+from pipeline.core.params import Params, TrainParams
 from pipeline.model.audit import LABEL_ISSUES
 from pipeline.model.backbones import Classifier, load_backbone, save_backbone_config
 from pipeline.model.distributed import init_distributed
@@ -137,9 +138,15 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
         on = clf.head.weight.device  # where the fine-tune left it (a linear probe never moved)
         return predict_logits(clf, loader, on, amp=on.type == "cuda")
 
+    def mirrored_val_logits() -> np.ndarray:  # val through the network with both views
+        clf.flip_tta = True
+        try:
+            return logits_of("val")[0]
+        finally:
+            clf.flip_tta = False
+
     val_logits = logits_of("val")[0]
-    tta, tta_logits = _choose_tta(clf, backbone, frames["val"], yv, root, val_logits, n, tp,
-                                  clf.head.weight.device)
+    tta, tta_logits = _choose_tta(backbone.modality, tp, yv, val_logits, n, mirrored_val_logits)
     if tta_logits is not None:
         clf.flip_tta, val_logits = True, tta_logits
     calibration = _calibrate(clf, val_logits, yv, n, params.evaluate.ece_bins)
@@ -168,21 +175,16 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
                        time.perf_counter() - start, calibration, refit, stopped, gain, tta)
 
 
-def _choose_tta(clf: Classifier, backbone: Any, frame: pd.DataFrame, yv: np.ndarray, root: Path, plain: np.ndarray,
-                n: int, tp: Any, device: torch.device) -> tuple[dict[str, Any], np.ndarray | None]:
-    """train.tta for images: the model's val logits with the mirrored view averaged in, and whether
-    they ship (auto: when vouched_gain says val's macro-F1 gain is no luck). Returns the choice,
-    and the val logits with TTA when it ships."""
-    if backbone.modality != "image":
+def _choose_tta(modality: str, tp: TrainParams, yv: np.ndarray, plain: np.ndarray, n: int,
+                mirrored: Callable[[], np.ndarray]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """train.tta for images: whether the model's val logits with the mirrored view averaged in
+    (`mirrored()`, one more pass over val) ship (auto: when vouched_gain says val's macro-F1 gain
+    is no luck). Returns the choice, and the val logits with TTA when it ships."""
+    if modality != "image":
         return {"tta": "none", "reason": "text: no cheap view that keeps the label"}, None
     if tp.tta == "off":
         return {"tta": "none", "reason": "train.tta=off"}, None
-    clf.flip_tta = True
-    try:
-        loader = make_loader(backbone, frame, yv.tolist(), root, batch_size=tp.batch_size)
-        flipped = predict_logits(clf, loader, device, amp=device.type == "cuda")[0]
-    finally:
-        clf.flip_tta = False
+    flipped = mirrored()
     gain = vouched_gain(yv, flipped, plain, n, tp.gain_confidence, tp.seed)
     if tp.tta == "hflip":
         return {"tta": "hflip", "reason": "train.tta=hflip", **gain}, flipped
