@@ -55,15 +55,22 @@ class FeatureCache:
 @torch.inference_mode()
 def embed_frame(backbone: Backbone, frame: pd.DataFrame, root: Path, cache_dir: str | Path, *,
                 batch_size: int = 32, device: torch.device | None = None) -> np.ndarray:
-    """Embeddings for every row of `frame` (eval preprocessing), computing only uncached ones."""
+    """Embeddings for every row of `frame` (eval preprocessing), computing only uncached ones, on
+    `device` (the CPU by default); the backbone goes back to where it was afterwards."""
     cache = FeatureCache(cache_dir, backbone)
     todo = cache.missing(frame["sha256"].tolist())
     if todo:
         rows = frame.drop_duplicates("sha256").set_index("sha256").loc[todo].reset_index()
-        loader = make_loader(backbone, rows, [0] * len(rows), root, batch_size=batch_size)
-        module = backbone.module.to(device or torch.device("cpu")).eval()
+        device = device or torch.device("cpu")
+        loader = make_loader(backbone, rows, [0] * len(rows), root, batch_size=batch_size,
+                             pin_memory=device.type == "cuda")
+        home = next(backbone.module.parameters()).device
+        module = backbone.module.to(device).eval()
         out = []
-        for inputs, _ in progress(loader, desc=f"embedding ({backbone.name})", unit="batch"):
-            out.append(module(*(t.to(device or "cpu") for t in inputs)).float().cpu().numpy())
+        try:
+            for inputs, _ in progress(loader, desc=f"embedding ({backbone.name})", unit="batch"):
+                out.append(module(*(t.to(device, non_blocking=True) for t in inputs)).float().cpu().numpy())
+        finally:
+            backbone.module.to(home)
         cache.add(todo, np.concatenate(out))
     return cache.get(frame["sha256"].tolist())

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from pipeline.core.errors import ParamsError
 from pipeline.core.inputs import open_image
 from pipeline.model.backbones import Backbone
 
@@ -64,8 +65,10 @@ def _text_collate(tokenizer: Any, max_length: int) -> Callable[[list[tuple[str, 
 def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], root: Path, *,
                 batch_size: int, train: bool = False, augment: bool = True,
                 generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-                seed: int = 0, workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A loader of (inputs tuple, targets); shuffled with `generator` when train.
+                seed: int = 0, workers: int = 0, drop_last: bool = False,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader of (inputs tuple, targets); shuffled with `generator` when train; pin_memory for
+    batches bound for a GPU (page-locked, so the copy can overlap the compute).
 
     shard=(world, rank): this process's part of every epoch (a DistributedSampler seeded with
     `seed`; call loader.sampler.set_epoch(epoch))."""
@@ -79,11 +82,23 @@ def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], roo
     if shard is not None:
         sampler = DistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=train, seed=seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=False)
+                            generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
+                      persistent_workers=False, pin_memory=pin_memory)
 
 
 def resolve_device(name: str) -> torch.device:
+    """train.device as a torch.device: auto is the first GPU when there is one, else the CPU. A GPU
+    asked for by name must be there: training on the CPU instead would be silently slower."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParamsError(f"train.device: {name} asks for a GPU, but torch sees none (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); set train.device: auto or cpu, "
+                              "or check the driver with nvidia-smi")
+        if device.index is not None and device.index >= count:
+            raise ParamsError(f"train.device: {name}, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1}); "
+                              "pick one of those, or set train.device: cuda")
+    return device

@@ -40,7 +40,7 @@ from pipeline.model.backbones import (
     load_backbone,
 )
 from pipeline.model.features import embed_frame
-from pipeline.model.loaders import make_loader
+from pipeline.model.loaders import make_loader, resolve_device
 from pipeline.model.probe import fit_probe_head, probe_grid
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
 
@@ -175,7 +175,8 @@ def choose_strategy(sp: SelectParams, modality: str, n_typical: int, probe_f1: f
 
 
 def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: str,
-           sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int) -> CandidateScore:
+           sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int,
+           device: torch.device) -> CandidateScore:
     try:
         backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length,
                                  pretrained=cand.pretrained)
@@ -183,7 +184,7 @@ def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cac
         return CandidateScore(display_name(cand.name, cand.pretrained), cand.weights, "unavailable",
                               str(exc), pretrained=cand.pretrained, candidate=cand.name)
     start = time.perf_counter()
-    feats = embed_frame(backbone, sample, root, cache, batch_size=sp.batch_size)
+    feats = embed_frame(backbone, sample, root, cache, batch_size=sp.batch_size, device=device)
     embed_s = time.perf_counter() - start
     acc, f1, f1_std = probe_scores(feats, y, sp.cv_folds, seed)
     clf = Classifier(backbone.module, backbone.dim, n_classes)
@@ -212,8 +213,9 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     modality = str(manifest["modality"].iloc[0])
     sample = stratified_sample(train, sp.sample_per_class, params.prepare.seed)
     y = encode_labels(sample["label"], labels, "the training sample")
+    device = resolve_device(params.train.device)  # embeddings on the training device; latency on the CPU
     scores = [_score(cand, sample, y, root, params.paths.cache, sp, params.prepare.seed, modality,
-                     params.train.max_length, len(labels)) for cand in sp.candidates]
+                     params.train.max_length, len(labels), device) for cand in sp.candidates]
     usable = [s for s in scores if s.status == "ok"]
     if not usable:
         lines = "\n  - ".join(f"{s.name}: {s.status}: {s.reason}" for s in scores)
@@ -242,7 +244,8 @@ def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str]
     xy = {}
     for split in ("train", "val"):
         frame = manifest[manifest["split"] == split]
-        xy[split] = (embed_frame(backbone, frame, root, params.paths.cache, batch_size=params.select.batch_size),
+        xy[split] = (embed_frame(backbone, frame, root, params.paths.cache, batch_size=params.select.batch_size,
+                                 device=resolve_device(params.train.device)),
                      encode_labels(frame["label"], labels, f"the {split} split"))
     _head, _history, metrics, best = fit_probe_head(*xy["train"], *xy["val"], len(labels), params.train)
     mode = params.validate_.label_issues

@@ -49,7 +49,7 @@ from pipeline.model.distributed import init_distributed
 from pipeline.model.features import embed_frame
 from pipeline.model.finetune import fine_tune, save_weights, seed_everything
 from pipeline.model.inference import softmax
-from pipeline.model.loaders import make_loader
+from pipeline.model.loaders import make_loader, resolve_device
 from pipeline.model.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -89,6 +89,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     """Core: train on the manifest's train split, select on val, report val and test metrics."""
     start = time.perf_counter()
     tp = params.train
+    device = resolve_device(tp.device)  # before any work: a GPU asked for and missing is a params error
     seed_everything(tp.seed)
     chosen = decision["chosen"]
     strategy = decision["strategy"]
@@ -105,7 +106,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     cache = params.paths.cache
 
     def embedded(split: str) -> np.ndarray:  # frozen features, from the cache select filled
-        return embed_frame(backbone, frames[split], root, cache, batch_size=tp.batch_size)
+        return embed_frame(backbone, frames[split], root, cache, batch_size=tp.batch_size, device=device)
 
     feats = {s: embedded(s) for s in ("train", "val")}
     yv = np.array(targets["val"])

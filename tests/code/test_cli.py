@@ -169,3 +169,25 @@ def test_symlink_loops_for_the_params_file_and_the_data_exit_2_naming_them(tmp_p
     p = _params(tmp_path, f"data:\n  path: {tmp_path}/loop.csv\n")
     code, out = _run("prepare", "--params", p, "--out", tmp_path / "o")
     assert code == 2 and "loop.csv' is a symbolic link to nothing" in out and "Traceback" not in out
+
+
+def test_a_gpu_asked_for_and_missing_or_a_misspelt_device_exits_2_before_any_work(tmp_path, tiny_timm_dir):
+    import torch
+    from conftest import colour_images
+
+    data = colour_images(tmp_path / "imgs", per_class=12)
+    p = _params(tmp_path, f"""
+data: {{path: {data}}}
+select: {{candidates: [{{name: test_efficientnet, weights: {tiny_timm_dir}}}], cv_folds: 3, latency_runs: 2}}
+paths: {{prepare: {tmp_path}/prep, validate: {tmp_path}/val, select: {tmp_path}/sel, cache: {tmp_path}/cache}}
+""")
+    assert _run("prepare", "--params", p)[0] == 0 and _run("validate", "--params", p)[0] == 0
+    code, out = _run("select", "--params", p, "--set", "train.device=gpu")
+    assert code == 2 and "train.device" in out and "Traceback" not in out
+    # one index past the GPUs there are (cuda:0 on a machine without one)
+    missing = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    code, out = _run("select", "--params", p, "--set", f"train.device={missing}")
+    assert code == 2 and f"train.device: {missing}" in out and "Traceback" not in out
+    assert not (tmp_path / "cache").exists() and not list((tmp_path / "sel").glob("leaderboard*"))  # nothing done
+    code, out = _run("select", "--params", p, "--set", "train.device=cpu")
+    assert code == 0, out
