@@ -28,9 +28,10 @@ from pipeline.core.config import parse_params
 from pipeline.data.demo import make_image_demo
 from pipeline.data.prepare import prepare_data
 from pipeline.model.backbones import Classifier, load_backbone
+from pipeline.model.device import autocast_dtype, grad_scaler, resolve_device
 from pipeline.model.distributed import Dist
 from pipeline.model.finetune import _train_epoch
-from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.loaders import make_loader
 from pipeline.model.optim import apply_freeze, build_optimizer, build_scheduler
 from pipeline.model.probe import WeightedCrossEntropy, class_weights
 
@@ -69,7 +70,7 @@ def graft_steps(clf, backbone, batches, tp, device, n) -> float:
     ys = np.concatenate([y.numpy() for _, y in batches])
     loss_fn = WeightedCrossEntropy(class_weights(ys, n).to(device), tp.label_smoothing).to(device)
     start = time.perf_counter()
-    _train_epoch(clf, batches, opt, sched, loss_fn, tp, device, 0, "bench", None, Dist())
+    _train_epoch(clf, batches, opt, sched, loss_fn, tp, device, 0, "bench", None, Dist(), grad_scaler(device))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -109,7 +110,8 @@ def run(steps: int = 12, batch: int = 16, warmup: int = 2, repeats: int = 3) -> 
                   goal=">= 1.0x", baseline_value=b, ours_value=o, unit="samples/s", ratio=o / b,
                   ratio_label="x the plain loop", goal_met=o / b >= 1.0,
                   details={"steps": steps, "warmup": warmup, "repeats": repeats, "batch": batch,
-                           "precision": "bf16 autocast, channels-last" if device.type == "cuda" else "fp32",
+                           "precision": (f"graft: {autocast_dtype(device)} autocast, channels-last; plain: bf16 autocast"
+                                         if device.type == "cuda" else "fp32"),
                            "runs_s": {"graft": ours_s, "plain": base_s}})
 
 

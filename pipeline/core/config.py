@@ -64,6 +64,9 @@ def _describe(err: dict[str, Any], source: str) -> str:
     got = err.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r} of type {type(got).__name__})"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch" and (parent := _model_at(loc[:-1])):
+        field = parent.model_fields.get(str(loc[-1]))
+        msg = f"expected {field.description}" if field and field.description else msg
     return f"{source}: {dotted}: {msg}{got_text}."
 
 

@@ -6,10 +6,9 @@ values fail with the key's dotted path and what was expected.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 
 class Section(BaseModel):
@@ -131,7 +130,7 @@ class LoraParams(Section):
 
 
 class TrainParams(Section):
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto: the first GPU when there is one)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -162,13 +161,6 @@ class TrainParams(Section):
     max_length: int = Field(128, ge=8, description="text: tokens per example")
     workers: int = Field(0, ge=0, description="data-loading processes")
     lora: LoraParams = Field(default_factory=LoraParams)
-
-    @field_validator("device")
-    @classmethod
-    def _a_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
-            raise ValueError("not a device: use auto (the first GPU when there is one), cpu, cuda or cuda:N")
-        return value
 
 
 class ExportParams(Section):

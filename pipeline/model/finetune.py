@@ -25,8 +25,9 @@ from pipeline.core.io import write_atomic
 from pipeline.core.params import TrainParams
 from pipeline.core.progress import progress
 from pipeline.model.backbones import Backbone, Classifier
+from pipeline.model.device import autocast_dtype, grad_scaler, resolve_device
 from pipeline.model.distributed import Dist, init_distributed
-from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.loaders import make_loader
 from pipeline.model.metrics import better, classification_metrics, predict_logits, vouched_gain
 from pipeline.model.optim import (
     apply_freeze,
@@ -62,29 +63,31 @@ def _save_checkpoint(out: Path, clf: Classifier, state: dict[str, Any]) -> None:
 
 def _train_epoch(clf: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: nn.Module,
                  tp: TrainParams, device: torch.device, step: int, desc: str, mixup: Any,
-                 dist: Dist) -> tuple[float, int]:
-    total, seen = 0.0, 0
-    amp = device.type == "cuda"
+                 dist: Dist, scaler: torch.amp.GradScaler) -> tuple[float, int]:
+    total, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync a step
+    dtype = autocast_dtype(device)
     for inputs, y in progress(loader, desc=desc, unit="batch", disable=not dist.main):
         inputs = tuple(t.to(device, non_blocking=True) for t in inputs)
-        y = y.to(device)
+        y = y.to(device, non_blocking=True)
         if mixup is not None:
             x, y = mixup(inputs[0], y)
             inputs = (x,)
-        if amp and inputs[0].ndim == 4:
+        if device.type == "cuda" and inputs[0].ndim == 4:
             inputs = (inputs[0].contiguous(memory_format=torch.channels_last),)
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(clf(*inputs).float(), y)
-        loss.backward()
+        scaler.scale(loss).backward()
         if tp.grad_clip:
+            scaler.unscale_(opt)  # clip the true gradients, not the float16-scaled ones
             nn.utils.clip_grad_norm_([p for p in clf.parameters() if p.grad is not None], tp.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         step += 1
         sched.step_update(step)
-        total += loss.item() * len(y)
+        total += loss.detach().double() * len(y)
         seen += len(y)
-    return dist.mean(total, seen), step
+    return dist.mean(float(total), seen), step
 
 
 def _snapshot(clf: nn.Module) -> dict[str, torch.Tensor]:
@@ -129,11 +132,13 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                batch_size=max(1, tp.batch_size // dist.world), train=True, augment=tp.augment,
                                generator=gen, workers=tp.workers, seed=tp.seed,
                                shard=(dist.world, dist.rank) if dist.world > 1 else None,
-                               drop_last=mixup is not None)  # timm's Mixup needs even batches
+                               drop_last=mixup is not None,  # timm's Mixup needs even batches
+                               pin_memory=device.type == "cuda")
     val_loader = make_loader(backbone, frames["val"], targets["val"], root, batch_size=tp.batch_size,
-                             workers=tp.workers)
+                             workers=tp.workers, pin_memory=device.type == "cuda")
     opt = build_optimizer(clf, backbone, tp, lora)
     sched = build_scheduler(opt, tp, len(train_loader))
+    scaler = grad_scaler(device)  # float16 autocast only (GPUs without bfloat16)
     state: dict[str, Any] = {"epoch": -1, "step": 0, "best": probe_val, "best_epoch": -1, "stale": 0,
                              "history": [], "seconds": 0.0, "stopped": f"train.epochs={tp.epochs} run"}
     weights_path, state_path = _ckpt_paths(out)
@@ -152,6 +157,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         saved = torch.load(state_path, map_location=device, weights_only=True)
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         state = saved["progress"]
         sched.step_update(state["step"])
     budget = tp.max_minutes * 60
@@ -176,8 +183,8 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
                                             find_unused_parameters=True)
         began = time.perf_counter()
         train_loss, state["step"] = _train_epoch(model, train_loader, opt, sched, loss_fn, tp, device,
-                                                 state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup, dist)
-        logits, yv = predict_logits(clf, val_loader, device, amp=device.type == "cuda")
+                                                 state["step"], f"epoch {epoch + 1}/{tp.epochs}", mixup, dist, scaler)
+        logits, yv = predict_logits(clf, val_loader, device)
         val = classification_metrics(yv, logits, n)
         took = time.perf_counter() - began
         state["seconds"] += took
@@ -201,13 +208,13 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
             if improved:
                 save_weights(best_path, clf)
             _save_checkpoint(out, clf, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                        "progress": state})
+                                        "scaler": scaler.state_dict(), "progress": state})
         dist.barrier()
     clf.load_state_dict({k: v.to(device) for k, v in best_weights.items()})
     best, best_epoch, stopped, gain = state["best"], state["best_epoch"], state["stopped"], {}
     if best_epoch >= 0:
         if best_val_logits is None:  # resumed after the best epoch: its val predictions again
-            best_val_logits = predict_logits(clf, val_loader, device, amp=device.type == "cuda")[0]
+            best_val_logits = predict_logits(clf, val_loader, device)[0]
         # val compared every epoch with the bar: the best of k has k chances at luck (Bonferroni)
         looks = len(state["history"])
         confidence = 1 - (1 - tp.gain_confidence) / looks if tp.gain_confidence else 0.0

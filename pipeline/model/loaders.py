@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from pipeline.core.errors import ParamsError
 from pipeline.core.inputs import open_image
 from pipeline.model.backbones import Backbone
 
@@ -84,21 +83,3 @@ def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], roo
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                             generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
                       persistent_workers=False, pin_memory=pin_memory)
-
-
-def resolve_device(name: str) -> torch.device:
-    """train.device as a torch.device: auto is the first GPU when there is one, else the CPU. A GPU
-    asked for by name must be there: training on the CPU instead would be silently slower."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ParamsError(f"train.device: {name} asks for a GPU, but torch sees none (torch {torch.__version__}, "
-                              f"CUDA build {torch.version.cuda or 'none'}); set train.device: auto or cpu, "
-                              "or check the driver with nvidia-smi")
-        if device.index is not None and device.index >= count:
-            raise ParamsError(f"train.device: {name}, but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1}); "
-                              "pick one of those, or set train.device: cuda")
-    return device

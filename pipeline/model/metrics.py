@@ -12,6 +12,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pipeline.model.device import autocast_dtype
+
 
 def classification_metrics(y_true: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, float]:
     pred = logits.argmax(1)
@@ -61,12 +63,13 @@ def better(a: dict[str, float], b: dict[str, float] | None) -> bool:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
-                   amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets over `loader` on `device`, under the device's autocast (none on the CPU)."""
     model.eval()
     outs, ys = [], []
+    dtype = autocast_dtype(device)
     for inputs, y in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outs.append(model(*(t.to(device) for t in inputs)).float().cpu())
         ys.append(y)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()

@@ -39,8 +39,9 @@ from pipeline.model.backbones import (
     display_name,
     load_backbone,
 )
+from pipeline.model.device import resolve_device
 from pipeline.model.features import embed_frame
-from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.loaders import make_loader
 from pipeline.model.probe import fit_probe_head, probe_grid
 from pipeline.model.trained import dataset_labels, encode_labels, load_validated
 

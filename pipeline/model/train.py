@@ -45,11 +45,12 @@ from pipeline.core.io import write_json_atomic
 from pipeline.core.params import Params, TrainParams
 from pipeline.model.audit import LABEL_ISSUES
 from pipeline.model.backbones import Classifier, load_backbone, save_backbone_config
+from pipeline.model.device import resolve_device
 from pipeline.model.distributed import init_distributed
 from pipeline.model.features import embed_frame
 from pipeline.model.finetune import fine_tune, save_weights, seed_everything
 from pipeline.model.inference import softmax
-from pipeline.model.loaders import make_loader, resolve_device
+from pipeline.model.loaders import make_loader
 from pipeline.model.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -137,7 +138,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
             return logits, np.array(targets[split])
         loader = make_loader(backbone, frames[split], targets[split], root, batch_size=tp.batch_size)
         on = clf.head.weight.device  # where the fine-tune left it (a linear probe never moved)
-        return predict_logits(clf, loader, on, amp=on.type == "cuda")
+        return predict_logits(clf, loader, on)
 
     def mirrored_val_logits() -> np.ndarray:  # val through the network with both views
         clf.flip_tta = True

@@ -257,3 +257,14 @@ def test_test_time_augmentation_ships_only_when_val_vouches_for_it(tmp_path, tin
         clf.flip_tta = False
         mean = (clf(x) + clf(torch.flip(x, dims=[-1]))) / 2
     torch.testing.assert_close(both, mean, atol=1e-5, rtol=1e-5)
+
+
+def test_autocast_is_bf16_where_the_gpu_has_it_else_fp16_with_a_scaler_and_none_on_the_cpu(monkeypatch):
+    from pipeline.model.device import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu")) is None  # the CPU trains in float32
+    gpu = torch.device("cuda", 0)  # a device object only: nothing runs on it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert autocast_dtype(gpu) is torch.bfloat16  # native bf16 (Ampere and newer), not emulated
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert autocast_dtype(gpu) is torch.float16  # only emulated bf16 (V100, T4): fp16 + GradScaler
