@@ -107,7 +107,7 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     best epoch, why training stopped and the best epoch's gain over the probe."""
     dist = init_distributed(tp.device)
     device = resolve_device(tp.device)
-    if device.type == "cuda" and dist.world > 1:
+    if device.type == "cuda" and dist.active:  # torchrun: this process's own GPU
         device = torch.device("cuda", dist.local_rank)
     lora = strategy == "lora"
     if lora:
@@ -175,10 +175,11 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
         gen.manual_seed(tp.seed * 1_000_003 + epoch)
         k = apply_freeze(clf, backbone, strategy, epoch, tp)
         model: nn.Module = clf
-        if dist.world > 1:  # re-wrapped each epoch: the trainable set may change (gradual unfreezing)
+        if dist.world > 1:
+            train_loader.sampler.set_epoch(epoch)
+        if dist.active:  # re-wrapped each epoch: the trainable set may change (gradual unfreezing)
             from torch.nn.parallel import DistributedDataParallel
 
-            train_loader.sampler.set_epoch(epoch)
             model = DistributedDataParallel(clf, device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=True)
         began = time.perf_counter()

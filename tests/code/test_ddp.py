@@ -1,5 +1,6 @@
 """DDP: two CPU processes (gloo, launched by torchrun) train like one process, on one node and
-as two nodes that meet through a c10d rendezvous on loopback."""
+as two nodes that meet through a c10d rendezvous on loopback; one torchrun process sets up the
+group too and trains exactly like one process alone."""
 
 import json
 import socket
@@ -25,8 +26,9 @@ SCRIPT = textwrap.dedent("""
     r = train_model(m, ["blue", "red"], data, {"chosen": {"name": "test_efficientnet", "weights": str(weights)},
                     "strategy": "full"}, p, out)
     import torch.distributed as td
-    rank = td.get_rank() if td.is_initialized() else 0
-    (out / f"result{rank}.json").write_text(json.dumps({"val": r.val, "test": r.test, "history": r.history}))
+    rank, backend = (td.get_rank(), td.get_backend()) if td.is_initialized() else (0, "")
+    (out / f"result{rank}.json").write_text(json.dumps({"val": r.val, "test": r.test, "history": r.history,
+                                                        "backend": backend}))
 """)
 
 
@@ -75,7 +77,17 @@ def test_two_gloo_processes_match_one_process_on_one_node_and_on_two(tmp_path, t
     _check(_run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                  "--master_addr=127.0.0.1", *args, str(ddp)], ddp), ddp)
     (one,) = _results(single / "result0.json")
+    assert one.pop("backend") == ""  # not launched by torchrun: no process group
+
+    # torchrun with one process still sets up the group (NCCL on a GPU; gloo here) and DDP
+    solo = tmp_path / "solo"
+    _check(_run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={_free_port()}",
+                 "--master_addr=127.0.0.1", *args, str(solo)], solo), solo)
+    (r,) = _results(solo / "result0.json")
+    assert r.pop("backend") == "gloo"
+    assert r == one  # one process in a group of one trains exactly like one process alone
     r0, r1 = _results(ddp / "result0.json", ddp / "result1.json")
+    assert r0.pop("backend") == r1.pop("backend") == "gloo"
     assert r0 == r1  # both processes end with the same model and decisions
     _matches_one_process(r0, one)
     assert (ddp / "model" / "model.safetensors").exists() and not (ddp / "result2.json").exists()
@@ -92,6 +104,7 @@ def test_two_gloo_processes_match_one_process_on_one_node_and_on_two(tmp_path, t
     results = sorted(f for node in nodes for f in node.glob("result*.json"))
     assert [f.name for f in results] == ["result0.json", "result1.json"]  # one rank on each node
     a, b = _results(*results)
+    assert a.pop("backend") == b.pop("backend") == "gloo"
     assert a == b  # identical val and test losses to the last bit: identical weights on both nodes
     _matches_one_process(a, one)
     assert sum((node / "model" / "model.safetensors").exists() for node in nodes) == 1  # rank 0 alone saves
