@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger("graft.runtime")
 
 
 def input_names(modality: str) -> list[str]:
@@ -40,15 +43,38 @@ def cuda_device_count() -> int:
     return count.value
 
 
+_preloaded = False
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries from the nvidia-* wheels (torch's, or onnxruntime-gpu's
+    [cuda,cudnn] extras) once: without torch imported first, onnxruntime does not find them there."""
+    global _preloaded
+    if not _preloaded and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except OSError as exc:  # none installed: the session's own lookup (system CUDA) still runs
+            logger.debug("onnxruntime.preload_dlls: %s", exc)
+        _preloaded = True
+
+
 def ort_session(path: Path) -> tuple[Any, str]:
-    """An onnxruntime session on CUDA when there is a GPU, otherwise on the CPU."""
+    """An onnxruntime session on CUDA when there is a GPU, otherwise on the CPU. A GPU whose CUDA
+    provider cannot start (missing CUDA or cuDNN libraries) falls back to the CPU with a warning."""
     import onnxruntime as ort
 
     cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    if cuda:
+        _preload_cuda_libraries(ort)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if os.environ.get(THREADS_ENV):  # several server processes share the cores instead of each taking all
         opts.intra_op_num_threads = int(os.environ[THREADS_ENV])
     session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    return session, session.get_providers()[0]
+    provider = session.get_providers()[0]
+    if cuda and provider != "CUDAExecutionProvider":
+        logger.warning("%s: the CUDA driver reports a GPU but onnxruntime's CUDA provider did not start, so this "
+                       "model runs on the CPU; install the CUDA and cuDNN libraries it needs "
+                       "(pip install 'graft[serve-gpu]', i.e. onnxruntime-gpu[cuda,cudnn])", path.name)
+    return session, provider

@@ -18,7 +18,7 @@ from pipeline.model.quantize import Int8NotShipped, int8_path, judge, settle
 from pipeline.model.train import train_model
 from pipeline.model.trained import load_trained
 from pipeline.production.predictor import Predictor
-from pipeline.production.runtime import ort_session
+from pipeline.production.runtime import cuda_device_count, ort_session
 
 
 def _trained(tmp_path, modality, weights, train=None, **export):
@@ -52,7 +52,7 @@ def test_export_matches_pytorch(tmp_path, tiny_timm_dir, tiny_bert_dir, modality
     assert meta["graft.labels"] == (["blue", "red"] if modality == "image" else ["ham", "spam"])
     assert [o.name for o in model.graph.output] == ["logits", "embedding"]
     session, provider = ort_session(r.onnx_path)
-    assert provider == "CPUExecutionProvider"
+    assert provider == ("CUDAExecutionProvider" if cuda_device_count() else "CPUExecutionProvider")
     # a dynamic batch axis: batch 3 runs although the export example had another size
     _clf, info, view = load_trained(tmp_path / "train" / "model")
     if modality == "image":
@@ -130,3 +130,23 @@ def test_parity_beyond_the_bound_fails_the_export_with_a_report(tmp_path, tiny_t
     with pytest.raises(ExportParityError, match=r"export\.max_abs_diff=1e-12"):
         run_export(p, _ws(p, tmp_path))
     assert not json.loads((tmp_path / "exp" / "export.json").read_text())["passed"]
+
+
+def test_a_gpu_whose_cuda_provider_cannot_start_runs_on_the_cpu_with_a_warning(tmp_path, monkeypatch, caplog):
+    from onnx import TensorProto, helper
+
+    from pipeline.production import runtime
+
+    if cuda_device_count():
+        pytest.skip("a real GPU is here: tests/gpu checks that its CUDA provider starts")
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in ("input", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "relu", io[:1], io[1:])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+    monkeypatch.setattr(runtime, "cuda_device_count", lambda: 1)  # a driver that reports a GPU; no GPU to run on
+    with caplog.at_level("WARNING", logger="graft.runtime"):
+        session, provider = runtime.ort_session(path)
+    assert provider == "CPUExecutionProvider"
+    assert session.run(None, {"input": np.array([[-1.0, 0.0, 2.0]], np.float32)})[0].tolist() == [[0.0, 0.0, 2.0]]
+    assert "relu.onnx: the CUDA driver reports a GPU but onnxruntime's CUDA provider did not start" in caplog.text
+    assert "graft[serve-gpu]" in caplog.text
