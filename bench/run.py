@@ -1,4 +1,5 @@
-"""`make bench`: every CPU benchmark, then docs/benchmarks.md regenerated from bench/results/*.json.
+"""`make bench`: every benchmark (bench.cuda measures only where there is a GPU), then
+docs/benchmarks.md regenerated from bench/results/*.json.
 
     .venv/bin/python -m bench.run [--only drift screening ...] [--table-only]
 
@@ -18,7 +19,7 @@ import traceback
 from bench.common import REPO, RESULTS, machine, machine_line
 
 ORDER = ["linear_probe", "screening", "inference", "serve_load", "drift", "drift_alarms", "estimate", "label_queue",
-         "audit", "data_stages", "orchestration", "finetune", "quality"]
+         "audit", "data_stages", "orchestration", "finetune", "quality", "cuda"]
 DOC = REPO / "docs" / "benchmarks.md"
 
 
