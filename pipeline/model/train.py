@@ -91,6 +91,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     start = time.perf_counter()
     tp = params.train
     device = resolve_device(tp.device)  # before any work: a GPU asked for and missing is a params error
+    init_distributed(tp.device)  # under torchrun, binds this process to its own GPU ("cuda" is that one)
     seed_everything(tp.seed)
     chosen = decision["chosen"]
     strategy = decision["strategy"]
