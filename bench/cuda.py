@@ -47,8 +47,8 @@ def _percentiles(fn, runs: int, warmup: int = 10) -> dict[str, float]:
 
 def _model(work: Path, modality: str):
     if modality == "image":
-        root = make_image_demo(work / "imgs", per_class=12)
-        frame = prepare_data(root, parse_params({}).data, parse_params({}).prepare).manifest
+        root, p = make_image_demo(work / "imgs", per_class=12), parse_params({})
+        frame = prepare_data(root, p.data, p.prepare).manifest
         weights = str(MOBILENET) if MOBILENET.exists() else None
         backbone = load_backbone("mobilenetv2_100", weights, "image", pretrained=weights is not None)
         return backbone, frame, root, 3

@@ -81,5 +81,5 @@ def make_loader(backbone: Backbone, frame: pd.DataFrame, targets: list[int], roo
     if shard is not None:
         sampler = DistributedSampler(ds, num_replicas=shard[0], rank=shard[1], shuffle=train, seed=seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                            generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
+                      generator=generator, collate_fn=collate, num_workers=workers, drop_last=drop_last,
                       persistent_workers=False, pin_memory=pin_memory)

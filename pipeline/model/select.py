@@ -224,7 +224,7 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     ranked = sorted(scores, key=lambda s: (s.status != "ok", -np.nan_to_num(s.probe_macro_f1, nan=-1.0),
                                            np.nan_to_num(s.latency_ms, nan=np.inf)))
     chosen = ranked[0]
-    probe_val, audit = full_probe(chosen, manifest, labels, root, params)
+    probe_val, audit = full_probe(chosen, manifest, labels, root, params, device)
     # the median class, not the smallest: one rare class (TREC's 71 abbreviation questions beside
     # 900-odd of each other type) does not make 4,600 examples small data
     n_typical = int(train["label"].value_counts().reindex(labels, fill_value=0).median())
@@ -236,7 +236,7 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
 
 
 def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str], root: Path,
-               params: Params) -> tuple[dict[str, float], LabelAudit | None]:
+               params: Params, device: torch.device) -> tuple[dict[str, float], LabelAudit | None]:
     """The chosen candidate's real probe: train's logistic regression on every training example,
     scored on val (the embeddings land in the cache train reads); and, on the same embeddings, the
     label audit (validate.label_issues)."""
@@ -246,7 +246,7 @@ def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str]
     for split in ("train", "val"):
         frame = manifest[manifest["split"] == split]
         xy[split] = (embed_frame(backbone, frame, root, params.paths.cache, batch_size=params.select.batch_size,
-                                 device=resolve_device(params.train.device)),
+                                 device=device),
                      encode_labels(frame["label"], labels, f"the {split} split"))
     _head, _history, metrics, best = fit_probe_head(*xy["train"], *xy["val"], len(labels), params.train)
     mode = params.validate_.label_issues

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -43,19 +44,17 @@ def cuda_device_count() -> int:
     return count.value
 
 
-_preloaded = False
-
-
-def _preload_cuda_libraries(ort: Any) -> None:
+@functools.cache
+def _preload_cuda_libraries() -> None:
     """Load the CUDA and cuDNN libraries from the nvidia-* wheels (torch's, or onnxruntime-gpu's
     [cuda,cudnn] extras) once: without torch imported first, onnxruntime does not find them there."""
-    global _preloaded
-    if not _preloaded and hasattr(ort, "preload_dlls"):
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):  # not in older onnxruntime releases
         try:
             ort.preload_dlls()
         except OSError as exc:  # none installed: the session's own lookup (system CUDA) still runs
             logger.debug("onnxruntime.preload_dlls: %s", exc)
-        _preloaded = True
 
 
 def ort_session(path: Path) -> tuple[Any, str]:
@@ -66,7 +65,7 @@ def ort_session(path: Path) -> tuple[Any, str]:
     cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     if cuda:
-        _preload_cuda_libraries(ort)
+        _preload_cuda_libraries()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if os.environ.get(THREADS_ENV):  # several server processes share the cores instead of each taking all
