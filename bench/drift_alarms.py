@@ -40,9 +40,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from bench.common import MINILM, MOBILENET, SHARED, SMS, record
 from pipeline.core.params import MonitorParams
+from pipeline.modalities.registry import get_modality
 from pipeline.production.monitor import drift_decision, drift_tests
 from pipeline.production.predictor import Predictor
-from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
 
 TREC = SHARED / "data" / "trec_qc" / "trec_qc.csv"
@@ -168,7 +168,7 @@ def _new_rule(reference: pd.DataFrame, window: pd.DataFrame, features: tuple[str
 
 def _evaluate(name: str, modality: str, new_ref: pd.DataFrame, old_ref: pd.DataFrame, clean: pd.DataFrame,
               shifted: dict[str, pd.DataFrame], size: int, windows: int) -> dict[str, Any]:
-    features = features_for(modality)
+    features = get_modality(modality).feature_names
     mp = MonitorParams()
     rng = np.random.default_rng(0)
     base_acc = None

@@ -42,8 +42,8 @@ from bench.drift_alarms import (
     trained_on_texts,
 )
 from pipeline.core.params import MonitorParams
+from pipeline.modalities.registry import get_modality
 from pipeline.production.estimate import ESTIMATORS, estimate_performance
-from pipeline.production.profile import features_for
 from pipeline.production.reference import load_reference
 
 DROP = 0.05
@@ -85,7 +85,7 @@ def _evaluate(name: str, modality: str, model_dir: Path, reference: pd.DataFrame
         pool.drop(columns=["embedding"]).to_parquet(keep / f"{kind}.parquet")
     reference.drop(columns=["embedding"]).to_parquet(keep / "reference.parquet")
     (keep / "meta.json").write_text(json.dumps({"labels": labels, "test_accuracy": test_acc, "modality": modality}))
-    mp, features = MonitorParams(), features_for(modality)
+    mp, features = MonitorParams(), get_modality(modality).feature_names
     rng = np.random.default_rng(0)
     rows = []
     for kind, pool in pools.items():

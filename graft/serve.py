@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.core.errors import ModelNotFound
-from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind, open_image
+from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
 from pipeline.production.predictor import Predictor, text_inputs
@@ -81,9 +81,10 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
 class Champion:
     """The loaded champion, swapped when the registry pointer moves."""
 
-    def __init__(self, registry_root: str | Path, variant: str, reload_seconds: float):
+    def __init__(self, registry_root: str | Path, variant: str, reload_seconds: float,
+                 limits: dict[str, float] | None = None):
         self.registry = Registry(registry_root)
-        self.variant, self.reload_seconds = variant, reload_seconds
+        self.variant, self.reload_seconds, self.limits = variant, reload_seconds, limits or {}
         self.predictor: Predictor | None = None
         self.error = ""
         self._checked = 0.0
@@ -108,7 +109,7 @@ class Champion:
                 self.error = ""  # serving the champion: an earlier storage or load warning no longer holds
                 return
             try:
-                self.predictor = Predictor(model_dir, name, self.variant)  # the old one serves until this is ready
+                self.predictor = Predictor(model_dir, name, self.variant, **self.limits)  # the old one serves until this is ready
                 self.error = ""
             except Exception as exc:  # a broken new version must not take the service down
                 self.error = f"could not load champion {name} ({exc}); still serving " + (
@@ -121,10 +122,9 @@ class Champion:
         return self.predictor
 
 
-def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_pixels: int
-                  ) -> tuple[list[Any], list[str]]:
-    """Each upload checked (size, declared pixels, decoding) and turned into the model's input at
-    once: a request holds one decoded image at a time, whatever its batch."""
+def _file_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int) -> tuple[list[Any], list[str]]:
+    """Each upload checked (size, declared pixels or duration, decoding) and turned into the model's
+    input at once: a request holds one decoded image or clip at a time, whatever its batch."""
     inputs, names, raw = [], [], []
     for i, up in enumerate(uploads):
         name = f"files[{i}] ({getattr(up, 'filename', None) or 'upload'})"
@@ -132,10 +132,9 @@ def _image_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int, max_
         if len(data) > max_bytes:
             raise HTTPException(413, detail=f"{name}: larger than serve.max_upload_mb={max_bytes / 2**20:g} MB")
         try:
-            image = open_image(data, name, max_pixels)
+            inputs.append(predictor.read(data, name))
         except InputRejected as exc:
             raise HTTPException(413 if isinstance(exc, TooLarge) else 422, detail=str(exc)) from None
-        inputs.append(predictor.image_input(image))
         names.append(name)
         raw.append((data, Path(getattr(up, "filename", None) or "").suffix[:8]))
     return inputs, names, raw
@@ -170,7 +169,7 @@ def _json(raw: bytes) -> Any:
 
 def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
     sp = params.serve
-    champion = Champion(params.paths.registry, sp.model, sp.reload_seconds)
+    champion = Champion(params.paths.registry, sp.model, sp.reload_seconds, sp.input_limits())
     own_log = log is None
     log = log or ProductionLog(params.paths.log, sp.flush_records, sp.flush_seconds)
 
@@ -186,23 +185,23 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
 
     @app.post("/predict", response_model=PredictResponse, responses=_refusals(400, 413, 415, 422, 503),
               openapi_extra=PREDICT_BODY,
-              description="Text models: JSON {\"text\": ...} or {\"texts\": [...]}. Image models: multipart "
-                          "field `files`. Every refusal is a 4xx whose detail names the input and the limit.")
+              description="Text models: JSON {\"text\": ...} or {\"texts\": [...]}. Image and audio models: "
+                          "multipart field `files`. Every refusal is a 4xx whose detail names the input and the limit.")
     async def predict(request: Request) -> PredictResponse:
         predictor = champion.get()
         ctype = request.headers.get("content-type", "")
-        if predictor.modality == "image":
+        spec = predictor.kind
+        if spec.folder_data:
             if not ctype.startswith("multipart/form-data"):
-                raise HTTPException(415, detail=f"model {predictor.version} classifies images: upload them as "
-                                                "multipart/form-data field 'files' (curl -F files=@cat.jpg)")
+                raise HTTPException(415, detail=f"model {predictor.version} classifies {spec.noun}: {spec.upload_hint}")
             form = await request.form()
             uploads = [v for v in form.getlist("files") + form.getlist("file") if hasattr(v, "file")]
             if not uploads:
-                raise HTTPException(422, detail="no image in the request: use the form field 'files'")
+                raise HTTPException(422, detail=f"no file in the request: send the {spec.noun} in the form field 'files'")
             if len(uploads) > sp.max_batch:
-                raise HTTPException(413, detail=f"{len(uploads)} images; at most serve.max_batch={sp.max_batch}")
-            inputs, sources, raw = await run_in_threadpool(_image_inputs, predictor, uploads,
-                                                           int(sp.max_upload_mb * 2**20), sp.max_pixels)
+                raise HTTPException(413, detail=f"{len(uploads)} files; at most serve.max_batch={sp.max_batch}")
+            inputs, sources, raw = await run_in_threadpool(_file_inputs, predictor, uploads,
+                                                           int(sp.max_upload_mb * 2**20))
             identity = await run_in_threadpool(lambda: [input_identity(d, sfx, log, sp.keep_inputs) for d, sfx in raw])
         else:
             if not ctype.startswith("application/json"):
@@ -214,16 +213,16 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
                 body += chunk
                 if len(body) > limit:
                     raise HTTPException(413, detail=f"the body is larger than serve.max_upload_mb={sp.max_upload_mb:g} MB")
-            inputs = _texts(_json(bytes(body)))
-            if not inputs:
+            texts = _texts(_json(bytes(body)))
+            if not texts:
                 raise HTTPException(422, detail='"texts" is empty')
-            if len(inputs) > sp.max_batch:
-                raise HTTPException(413, detail=f"{len(inputs)} texts; at most serve.max_batch={sp.max_batch}")
-            sources = ["api"] * len(inputs)
-            identity = text_inputs(inputs, sp.keep_inputs)
+            if len(texts) > sp.max_batch:
+                raise HTTPException(413, detail=f"{len(texts)} texts; at most serve.max_batch={sp.max_batch}")
+            sources = ["api"] * len(texts)
+            identity = text_inputs(texts, sp.keep_inputs)
+            inputs = [predictor.read(t, f"texts[{i}]") for i, t in enumerate(texts)]
         # inference off the event loop: /health and other requests are answered meanwhile
-        run = predictor.predict_image_inputs if predictor.modality == "image" else predictor.predict_texts
-        preds = await run_in_threadpool(run, inputs)
+        preds = await run_in_threadpool(predictor.predict_inputs, inputs)
         log.append(predictor.records(preds, sources, identity))
         return PredictResponse(model_version=predictor.version, predictions=[
             Prediction(label=lbl, confidence=float(preds.confidence[i]),

@@ -8,90 +8,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, model_validator
 
-
-class Section(BaseModel):
-    # strict: a YAML string "0.7" is not silently a float; extra keys are typos, not options.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class DataParams(Section):
-    path: str = "data/raw/images"
-    modality: Literal["auto", "image", "text"] = "auto"
-    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
-    text_column: str = "text"
-    label_column: str = "label"
-    split_column: str = Field("split", description="a column of train/val/test per row, used when the table has "
-                                                   "it (like split folders); '' = always split by hash")
-    header: bool = True
-    columns: list[str] = Field(default_factory=list)
-    encoding: str = "utf-8"
-
-    @model_validator(mode="after")
-    def _columns_without_header(self) -> DataParams:
-        if not self.header and not self.columns:
-            raise ValueError(
-                "header: false needs columns: the names of the file's columns in order, "
-                "e.g. columns: [label, text]"
-            )
-        return self
-
-
-class SplitFractions(Section):
-    train: float = Field(0.7, ge=0.0, le=1.0)
-    val: float = Field(0.15, ge=0.0, le=1.0)
-    test: float = Field(0.15, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> SplitFractions:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
-        if self.train == 0:
-            raise ValueError("train must be above 0")
-        return self
-
-
-class PrepareParams(Section):
-    seed: int = 0
-    split: SplitFractions = Field(default_factory=SplitFractions)
-    split_folders: Literal["auto", "yes", "no"] = "auto"
-    image_extensions: list[str] = Field(
-        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
-    )
-    workers: int = Field(0, ge=0, description="processes for hashing and header reads; 0 = all cores")
-
-
-class MinPerClass(Section):
-    train: int = Field(5, ge=0)
-    val: int = Field(1, ge=0)
-    test: int = Field(1, ge=0)
-
-
-class ImageChecks(Section):
-    min_width: int = Field(16, ge=1)
-    min_height: int = Field(16, ge=1)
-    max_width: int = Field(8192, ge=1)
-    max_height: int = Field(8192, ge=1)
-    modes: list[str] = Field(default_factory=lambda: ["RGB", "RGBA", "L", "P", "LA"])
-    thumbnail: int = Field(64, ge=8, description="side of the thumbnail decoded to prove decodability")
-
-
-class TextChecks(Section):
-    min_chars: int = Field(1, ge=0)
-    max_chars: int = Field(20000, ge=1)
-
-
-class ValidateParams(Section):
-    labels: list[str] = Field(default_factory=list)
-    min_per_class: MinPerClass = Field(default_factory=MinPerClass)
-    on_bad_rows: Literal["quarantine", "fail"] = "quarantine"
-    max_bad_fraction: float = Field(0.2, ge=0.0, le=1.0)
-    label_issues: Literal["warn", "quarantine", "off"] = Field("warn", description="select's label audit: warn = "
-                                                               "list; quarantine = also train without them")
-    image: ImageChecks = Field(default_factory=ImageChecks)
-    text: TextChecks = Field(default_factory=TextChecks)
+from pipeline.core.params_data import (  # noqa: F401  (re-exported: every section from one place)
+    AudioChecks,
+    DataParams,
+    ImageChecks,
+    MinPerClass,
+    PrepareParams,
+    Section,
+    SplitFractions,
+    TextChecks,
+    ValidateParams,
+)
 
 
 class Candidate(Section):
@@ -177,7 +106,7 @@ class ExportParams(Section):
 
 
 class EvaluateParams(Section):
-    slices: list[str] = Field(default_factory=list, description="manifest columns, or size_bucket / length_bucket")
+    slices: list[str] = Field(default_factory=list, description="manifest columns, or size_bucket (images) / length_bucket (text) / duration_bucket (audio)")
     ece_bins: int = Field(15, ge=2)
 
 
@@ -214,6 +143,8 @@ class ServeParams(Section):
     port: int = Field(8000, ge=1, le=65535)
     model: Literal["fp32", "int8"] = "fp32"
     max_batch: int = Field(64, ge=1, description="most inputs one request may carry")
+    max_audio_seconds: float = Field(60.0, gt=0, description="longest audio clip a request or score may send, "
+                                                             "checked from its header before decoding")
     max_pixels: int = Field(25_000_000, ge=1, description="largest image (width x height) a request or score "
                                                           "may send, checked from the header before decoding")
     max_upload_mb: float = Field(20.0, gt=0)
@@ -222,7 +153,11 @@ class ServeParams(Section):
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
     flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
     flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
-    keep_inputs: bool = Field(True, description="log texts, keep images (log/inputs/): for the label queue")
+    keep_inputs: bool = Field(True, description="log texts, keep images and audio (log/inputs/): for the label queue")
+
+    def input_limits(self) -> dict[str, float]:
+        """The limits a modality's codec applies to one input."""
+        return {"max_pixels": self.max_pixels, "max_audio_seconds": self.max_audio_seconds}
 
 
 class MonitorParams(Section):

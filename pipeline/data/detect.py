@@ -1,6 +1,6 @@
 """What a dataset is, read from the data alone: `graft init` writes it into a new params.yaml.
 
-An image folder gives its class folders (under train/ val/ test/ too); a table gives the column
+A folder of images or audio clips gives its class folders (under train/ val/ test/ too); a table gives the column
 of texts, the column of labels and the label set. Named columns win (`text`, `label`, or those
 given); otherwise the label column is the one with the fewest distinct values and the text
 column the one with the longest values among the rest.
@@ -15,15 +15,16 @@ import pandas as pd
 
 from pipeline.core.errors import DataError
 from pipeline.core.params import DataParams, PrepareParams
-from pipeline.data.image_files import scan_image_folder
+from pipeline.data.image_files import scan_class_folders
 from pipeline.data.tables import ROW_ERRORS, read_frame
+from pipeline.modalities.registry import TABLE_KIND, folder_kind
 
 MAX_CLASSES = 1000  # more distinct values than this is not a label column
 
 
 @dataclass(frozen=True)
 class Detected:
-    modality: str  # image | text
+    modality: str  # a registered modality: image | text | audio
     labels: list[str]
     text_column: str = "text"
     label_column: str = "label"
@@ -37,19 +38,21 @@ def detect(path: Path, text_column: str | None = None, label_column: str | None 
     if not path.exists():
         raise DataError(f"{path} does not exist; pass --data a folder of class folders or a CSV/TSV/Parquet/JSONL file")
     if path.is_dir():
-        return _image_folder(path)
+        return _class_folders(path)
     return _table(path, text_column, label_column, split_column)
 
 
-def _image_folder(root: Path) -> Detected:
-    rows, classes, _skipped = scan_image_folder(root, PrepareParams())
+def _class_folders(root: Path) -> Detected:
+    """Class folders of the files most common under root: images or audio clips."""
+    kind = folder_kind(root)
+    rows, classes, _skipped = scan_class_folders(root, PrepareParams(), kind.extensions)
     if not classes:
-        raise DataError(f"{root} has no class folders; put each class's images in {root}/<class>/ "
+        raise DataError(f"{root} has no class folders; put each class's files in {root}/<class>/ "
                         f"(or {root}/train/<class>/ ...)")
     files = sum(1 for r in rows if r["error"] is None)
     if not files:
-        raise DataError(f"{root}: no image files in its class folders {classes}")
-    return Detected("image", classes, rows=files)
+        raise DataError(f"{root}: no image or audio files in its class folders {classes}")
+    return Detected(kind.name, classes, rows=files)
 
 
 def _distinct(series: pd.Series) -> int:
@@ -91,4 +94,4 @@ def _table(path: Path, text_column: str | None, label_column: str | None, split_
         raise DataError(f"{path}: column '{label}' holds {len(labels)} label(s); a classifier needs at least 2")
     if split:
         notes.append(f"split column '{split}': its train/val/test values set the splits")
-    return Detected("text", labels, text, label, split, len(frame), notes)
+    return Detected(TABLE_KIND.name, labels, text, label, split, len(frame), notes)

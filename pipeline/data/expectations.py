@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.core.errors import DataValidationError
 from pipeline.core.params import ValidateParams
+from pipeline.modalities.registry import get_modality
 
 _KEEP_INDEX_ENTRIES = 100  # per expectation in validation.json; the quarantine file lists all
 
@@ -29,36 +30,15 @@ class Check:
 
 
 def row_expectations(modality: str, labels: list[str], v: ValidateParams) -> list[tuple[Any, Any]]:
-    """(expectation, reason(row) -> str) pairs; the reason tells the user the fix."""
+    """(expectation, reason(row) -> str) pairs; the reason tells the user the fix. The modality adds
+    its own (decoding, sizes, durations, lengths)."""
     import great_expectations.expectations as gxe
 
     rows: list[tuple[Any, Any]] = [
         (gxe.ExpectColumnValuesToBeNull(column="error"), lambda r: r["error"]),
         (gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels), lambda r: _label_reason(r["label"], labels)),
     ]
-    if modality == "image":
-        im = v.image
-        size = (f"validate.image allows {im.min_width}..{im.max_width} x "
-                f"{im.min_height}..{im.max_height} pixels: resize it or change validate.image")
-        rows += [
-            (gxe.ExpectColumnValuesToBeNull(column="decode_error"), lambda r: r["decode_error"]),
-            (gxe.ExpectColumnValuesToBeBetween(column="width", min_value=im.min_width, max_value=im.max_width),
-             lambda r: f"image is {r['width']}x{r['height']}; {size}"),
-            (gxe.ExpectColumnValuesToBeBetween(column="height", min_value=im.min_height, max_value=im.max_height),
-             lambda r: f"image is {r['width']}x{r['height']}; {size}"),
-            (gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=im.modes),
-             lambda r: (f"image mode {r['mode']}{_mode_note(r['mode'])} is not in validate.image.modes "
-                        f"{im.modes}: convert it to RGB (PIL: Image.convert('RGB')) or allow the mode")),
-        ]
-    else:
-        t = v.text
-        rows += [
-            (gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=max(t.min_chars, 1), max_value=t.max_chars),
-             lambda r: ("text is empty: fill it in or remove the row" if not r["n_chars"] else
-                        f"text has {r['n_chars']} characters; validate.text allows "
-                        f"{t.min_chars}..{t.max_chars}")),
-        ]
-    return rows
+    return rows + get_modality(modality).row_expectations(v, gxe)
 
 
 def _label_reason(label: str, labels: list[str]) -> str:
@@ -68,12 +48,6 @@ def _label_reason(label: str, labels: list[str]) -> str:
                 "fix the row's spelling")
     return (f"label '{label}' is not one of validate.labels {labels}: fix the label, "
             "or add it to validate.labels in params.yaml to accept a new class")
-
-
-def _mode_note(mode: str | None) -> str:
-    notes = {"CMYK": " (print colours)", "I;16": " (16-bit)", "I;16B": " (16-bit)", "I": " (32-bit integer)",
-             "F": " (32-bit float)"}
-    return notes.get(mode or "", "")
 
 
 class Suites:

@@ -1,6 +1,6 @@
-"""The image side of prepare: a folder of class sub-folders (optionally under train/ val/ test/)
-scanned into rows, and each file's facts read from its header (hash, size, mode, format)
-without decoding it.
+"""Folder data: class sub-folders (optionally under train/ val/ test/) scanned into rows, for any
+kind of file; and for images, each file's facts read from its header (hash, size, mode, format)
+without decoding it, and the decode check validate runs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ def _split_layout(root: Path, mode: str) -> bool:
     return is_split if mode != "no" else False
 
 
-def scan_image_folder(root: Path, prepare: PrepareParams) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Find image files: (rows without facts, class names including empty folders, skipped files)."""
-    exts = {e.lower() for e in prepare.image_extensions}
+def scan_class_folders(root: Path, prepare: PrepareParams, extensions: tuple[str, ...] | list[str]
+                       ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Find the files of `extensions` in class folders (images, audio clips): (rows without facts,
+    class names including empty folders, skipped files)."""
+    exts = {e.lower() for e in extensions}
     split_layout = _split_layout(root, prepare.split_folders)
     class_roots: list[tuple[Path, str | None]] = []
     if split_layout:
@@ -116,3 +118,22 @@ def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     return facts
 
 
+
+
+def decode_check(args: tuple[str, str, int]) -> str | None:
+    """None if the image verifies and a thumbnail really decodes, else the reason."""
+    root, rel, side = args
+    path = Path(root) / rel
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+            with Image.open(path) as im:
+                # a full load: JPEG's reduced-scale draft decoding does not notice truncation
+                im.load()
+                im.thumbnail((side, side))
+    except Exception as exc:
+        return (f"image does not decode ({type(exc).__name__}: {exc}); "
+                "re-export the file from its source or remove it")
+    return None

@@ -37,6 +37,7 @@ from pipeline.data.labelstudio import FindInput
 from pipeline.data.prepare import run_prepare
 from pipeline.data.tables import append_rows, read_table
 from pipeline.data.validate import run_validate
+from pipeline.modalities.registry import get_modality, resolve
 
 DONE, REJECTED = "processed", "rejected"
 
@@ -96,13 +97,14 @@ def _fetch(batch: str, into: Path) -> Path:
 def _from_label_studio(p: Params, export: Path, work: Path, data_path: Path,
                        find_input: FindInput | None) -> tuple[Path, int]:
     work.mkdir(parents=True, exist_ok=True)
-    if data_path.is_dir():
-        return labelstudio.to_batch(export, work, "image", [], "", "", find_input)
+    kind = resolve(data_path, p.data.modality)
+    if kind.folder_data:
+        return labelstudio.to_batch(export, work, kind, [], "", "", find_input)
     columns = list(read_table(data_path, p.data).columns)
-    return labelstudio.to_batch(export, work, "text", columns, p.data.text_column, p.data.label_column)
+    return labelstudio.to_batch(export, work, kind, columns, p.data.text_column, p.data.label_column)
 
 
-def _merge_images(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
+def _merge_files(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
     for rel, label in zip(accepted["path"], accepted["label"], strict=True):
         src = batch / rel
         dst = data_path / label / src.name
@@ -164,8 +166,8 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None,
             result.rows, result.quarantined = int(summary["rows"]), int(summary["quarantined"])
             if not len(report.accepted):
                 raise DataError(f"{batch}: no row passed validation")
-            if report.modality == "image":
-                result.merged = _merge_images(report.accepted, source, data_path)
+            if get_modality(report.modality).folder_data:
+                result.merged = _merge_files(report.accepted, source, data_path)
             else:
                 result.merged = _merge_text(report.accepted, source, data_path, p)
             result.accepted = True

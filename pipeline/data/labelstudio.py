@@ -1,10 +1,10 @@
 """A labelled Label Studio export in the inbox, turned into a batch in the dataset's own format.
 
-`graft label-queue` writes tasks whose data hold the input (`text`, or `image`: a path under
-to-label/) and its content hash (`graft_sha256`), labelled with a single-choice `label`. Label
+`graft label-queue` writes tasks whose data hold the input (`text`, or `image` / `audio`: a path
+under to-label/) and its content hash (`graft_sha256`), labelled with a single-choice `label`. Label
 Studio exports them as JSON (a list of tasks, each with its `annotations`) or CSV (a row per
 task: the data fields and a `label` column). Either becomes what ingest already merges: a table
-with the dataset's columns, or class folders of images (the bytes from the production log's kept
+with the dataset's columns, or class folders of images or clips (the bytes from the production log's kept
 inputs, by hash, or beside the export). Unlabelled and cancelled tasks are skipped and counted.
 """
 
@@ -14,11 +14,14 @@ import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pipeline.core.errors import DataError
+
+if TYPE_CHECKING:
+    from pipeline.modalities.base import Modality
 
 FindInput = Callable[[str], "tuple[str, bytes] | None"]  # content hash -> (file name, bytes)
 CSV_MARKERS = {"annotation_id", "graft_sha256"}
@@ -74,7 +77,7 @@ def _rows(path: Path) -> tuple[list[dict[str, str]], int]:
     return rows, skipped
 
 
-def to_batch(path: Path, work: Path, modality: str, columns: list[str], text_column: str, label_column: str,
+def to_batch(path: Path, work: Path, kind: Modality, columns: list[str], text_column: str, label_column: str,
              find_input: FindInput | None = None) -> tuple[Path, int]:
     """The export as a batch in `work` (a CSV with `columns`, or class folders); and the number of
     tasks skipped for want of a label."""
@@ -82,7 +85,7 @@ def to_batch(path: Path, work: Path, modality: str, columns: list[str], text_col
     if not rows:
         raise DataError(f"{path}: no labelled task in this Label Studio export ({skipped} without a label); "
                         "label some tasks, then export again")
-    if modality == "text":
+    if not kind.folder_data:
         missing = [i for i, r in enumerate(rows) if not r.get("text")]
         if missing:
             raise DataError(f"{path}: task {missing[0]} has no 'text' field: this export is not of a text project "
@@ -95,12 +98,13 @@ def to_batch(path: Path, work: Path, modality: str, columns: list[str], text_col
     out = work / path.stem
     for i, r in enumerate(rows):
         found = find_input(r["graft_sha256"]) if find_input and r.get("graft_sha256") else None
-        if found is None and r.get("image") and (path.parent / r["image"]).is_file():
-            found = Path(r["image"]).name, (path.parent / r["image"]).read_bytes()
+        field = kind.labelstudio_field
+        if found is None and r.get(field) and (path.parent / r[field]).is_file():
+            found = Path(r[field]).name, (path.parent / r[field]).read_bytes()
         if found is None:
-            raise DataError(f"{path}: task {i}: its image ({r.get('image') or r.get('graft_sha256') or 'none named'}) "
+            raise DataError(f"{path}: task {i}: its file ({r.get(field) or r.get('graft_sha256') or 'none named'}) "
                             "is neither in the production log's kept inputs nor beside the export; put the "
-                            "images/ folder from to-label/ next to it")
+                            f"{kind.media_folder}/ folder from to-label/ next to it")
         name, data = found
         if r["label"] in ("", ".", "..") or "/" in r["label"] or "\\" in r["label"]:
             raise DataError(f"{path}: task {i}: label {r['label']!r} cannot name a class folder")

@@ -11,13 +11,11 @@ from __future__ import annotations
 import importlib
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image
 
 from pipeline.core.artifacts import (
     MANIFEST,
@@ -33,10 +31,10 @@ from pipeline.core.artifacts import (
 from pipeline.core.config import freeze_labels, save_resolved
 from pipeline.core.errors import DataValidationError
 from pipeline.core.io import write_json_atomic, write_parquet_atomic, write_text_atomic
-from pipeline.core.parallel import map_files
 from pipeline.core.params import Params, ValidateParams
 from pipeline.data.expectations import Check, Suites, check_result, failed_keys, row_expectations
 from pipeline.data.validate_report import render_html
+from pipeline.modalities.registry import get_modality
 
 REQUIRED_COLUMNS = ["id", "modality", "label", "sha256", "split", "error"]
 
@@ -73,37 +71,6 @@ class ValidationReport:
         }
 
 
-# ---------------------------------------------------------------- image decoding
-
-
-def decode_check(args: tuple[str, str, int]) -> str | None:
-    """None if the image verifies and a thumbnail really decodes, else the reason."""
-    root, rel, side = args
-    path = Path(root) / rel
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.verify()
-            with Image.open(path) as im:
-                # a full load: JPEG's reduced-scale draft decoding does not notice truncation
-                im.load()
-                im.thumbnail((side, side))
-    except Exception as exc:
-        return (f"image does not decode ({type(exc).__name__}: {exc}); "
-                "re-export the file from its source or remove it")
-    return None
-
-
-def decode_errors(manifest: pd.DataFrame, root: str, side: int, workers: int,
-                  meanwhile: Any = None) -> pd.Series:
-    todo = manifest.index[manifest["error"].isna() & manifest["path"].notna()]
-    items = [(root, manifest.at[i, "path"], side) for i in todo]
-    result = pd.Series([None] * len(manifest), index=manifest.index, dtype=object)
-    result.loc[todo] = list(map_files(decode_check, items, workers, "decoding images", meanwhile))
-    return result
-
-
 SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
 MISSING_LABELS = frozenset({"nan", "na", "n/a", "null", "none", "nil"})
 
@@ -126,7 +93,7 @@ def content_conflicts(frame: pd.DataFrame, modality: str) -> dict[str, str]:
     copies disagree on the label (a label conflict: which one is right is for a person to say),
     and, when they agree, the copies outside the earliest split (train, val, test) they are in (a
     copy in a later split leaks training data into evaluation)."""
-    key = "path" if modality == "image" else "id"  # how the user finds the row
+    key = get_modality(modality).key_column  # how the user finds the row
     out: dict[str, str] = {}
     rows = frame[frame["sha256"].notna()]
     for _sha, group in rows[rows.duplicated("sha256", keep=False)].groupby("sha256", sort=False):
@@ -150,6 +117,7 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     """Run the suites; returns the report (success False on any failure: the caller decides)."""
     start = time.perf_counter()
     modality = str(manifest["modality"].iloc[0]) if len(manifest) and "modality" in manifest else "image"
+    kind = get_modality(modality)
     frame = manifest.copy()
     explicit = set(v.labels)
     missing = frame["label"].map(lambda lbl: looks_missing(lbl) and lbl not in explicit) & frame["error"].isna()
@@ -160,8 +128,8 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     # Importing Great Expectations takes 4-5 s on 2 cores: it happens while the worker
     # processes decode the images.
     import_gx = lambda: importlib.import_module("great_expectations.expectations")  # noqa: E731
-    if modality == "image" and {"path", "error"} <= set(frame.columns):
-        frame["decode_error"] = decode_errors(frame, data_root, v.image.thumbnail, workers, meanwhile=import_gx)
+    if kind.folder_data and {"path", "error"} <= set(frame.columns):
+        frame["decode_error"] = kind.decode_errors(frame, data_root, v, workers, meanwhile=import_gx)
     import great_expectations.expectations as gxe
 
     suites = Suites()
@@ -221,7 +189,7 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
         short = failed_keys(er, "label")
         for label in short:
             n = int(counts_frame.set_index("label").at[label, split])
-            folder = f" ({data_root}/{label} has no usable images)" if modality == "image" and n == 0 else ""
+            folder = f" ({data_root}/{label} has no usable {kind.noun})" if kind.folder_data and n == 0 else ""
             total = int(counts_frame.set_index("label").loc[label, list(SPLITS)].sum())
             why = (f" (each example's split is drawn from its content hash, and {total} example(s) "
                    f"drew {n} for {split}: add examples, give train/val/test folders, or raise "
@@ -236,7 +204,7 @@ def validate_manifest(manifest: pd.DataFrame, v: ValidateParams, classes: list[s
     leaked = sorted(set(failed_keys(leak, "sha256")))
     for sha in leaked[:20]:
         dup = accepted[accepted["sha256"] == sha]
-        where = ", ".join(f"{r.path if modality == 'image' else r.id} ({r.split})" for r in dup.itertuples())
+        where = ", ".join(f"{getattr(r, kind.key_column)} ({r.split})" for r in dup.itertuples())
         failures.append(f"the same content is in more than one split: {where}; keep one copy")
     checks.append(check_result(leak, "dataset", f"{len(leaked)} content hash(es) in several splits", len(leaked)))
 

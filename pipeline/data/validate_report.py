@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.artifacts import SPLITS
+from pipeline.modalities.registry import get_modality
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -54,7 +55,7 @@ def render_html(summary: dict[str, Any], quarantine: pd.DataFrame) -> str:
           escape(c["detail"])] for c in summary["checks"]], numeric={4}))
     if len(quarantine):
         shown = quarantine.head(_MAX_ROWS)
-        what = "path" if summary["modality"] == "image" else "text"
+        what = "path" if get_modality(summary["modality"]).folder_data else "text"
         parts.append(f"<h2>Quarantined rows ({len(quarantine)}"
                      f"{', first ' + str(_MAX_ROWS) if len(quarantine) > _MAX_ROWS else ''})</h2>" + _table(
             ["id", what, "label", "split", "reason"],

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import ImageEnhance, ImageOps
 from sklearn.metrics import (
     confusion_matrix,
     f1_score,
@@ -27,16 +26,14 @@ from sklearn.metrics import (
 from pipeline.core.artifacts import EVAL_METRICS, EVALUATION, PREDICTIONS, Workspace
 from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
-from pipeline.core.inputs import open_image
 from pipeline.core.io import write_atomic, write_json_atomic, write_parquet_atomic
 from pipeline.core.params import Params
+from pipeline.modalities.registry import get_modality
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.inference import softmax
-from pipeline.model.loaders import image_transform, make_loader
+from pipeline.model.loaders import make_loader
 from pipeline.model.metrics import classification_metrics, expected_calibration_error
 from pipeline.model.trained import encode_labels, trained_and_test
-
-DERIVED_SLICES = ("size_bucket", "length_bucket")
 
 
 @dataclass(frozen=True)
@@ -73,46 +70,25 @@ def predict_probs(clf: Classifier, loader: Any) -> np.ndarray:
     return torch.cat([torch.softmax(clf(*inputs), 1) for inputs, _ in loader]).numpy()
 
 
-def slice_values(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column == "size_bucket":
-        area = frame["width"].astype(float) * frame["height"].astype(float)
-        return pd.cut(area, [0, 64**2, 256**2, np.inf], labels=["small", "medium", "large"]).astype(str)
-    if column == "length_bucket":
-        return pd.cut(frame["n_tokens"].astype(float), [-1, 10, 40, np.inf], labels=["short", "medium", "long"]).astype(str)
+def slice_values(frame: pd.DataFrame, column: str, modality: str) -> pd.Series:
+    kind = get_modality(modality)
+    if column in kind.derived_slices:
+        return kind.derived_slice(frame, column)
     if column not in frame.columns:
         raise GraftError(f"evaluate.slices names '{column}', which is neither a manifest column "
-                         f"({', '.join(frame.columns)}) nor one of {', '.join(DERIVED_SLICES)}")
+                         f"({', '.join(frame.columns)}) nor one of {kind.name}'s "
+                         f"{', '.join(kind.derived_slices) or '(none)'}")
     return frame[column].astype(str)
-
-
-class _Perturbed(torch.utils.data.Dataset):
-    def __init__(self, frame: pd.DataFrame, root: Path, view: Backbone, op: Any):
-        self.frame, self.root, self.view, self.op = frame.reset_index(drop=True), root, view, op
-        self.transform = image_transform(view.preprocess, train=False) if view.modality == "image" else None
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def __getitem__(self, i: int) -> Any:
-        if self.transform is None:
-            return self.op(self.frame.at[i, "text"]), 0
-        path = self.frame.at[i, "path"]
-        return self.transform(self.op(open_image(self.root / path, path))), 0
 
 
 def behavioural_checks(clf: Classifier, view: Backbone, frame: pd.DataFrame, root: Path,
                        base_pred: np.ndarray) -> dict[str, float]:
     """Share of test predictions unchanged under perturbations that should not matter."""
-    if view.modality == "image":
-        ops = {"horizontal_flip": ImageOps.mirror,
-               "brightness_+10%": lambda im: ImageEnhance.Brightness(im).enhance(1.1)}
-    else:
-        ops = {"extra_whitespace": lambda t: "  " + "  ".join(t.split()) + " ",
-               "lowercase": str.lower, "uppercase": str.upper}
+    kind = get_modality(view.modality)
     template = make_loader(view, frame, [0] * len(frame), root, batch_size=32)
     out = {}
-    for name, op in ops.items():
-        loader = torch.utils.data.DataLoader(_Perturbed(frame, root, view, op), batch_size=32,
+    for name, op in kind.perturbations().items():
+        loader = torch.utils.data.DataLoader(kind.perturbed(view, frame, root, op), batch_size=32,
                                              collate_fn=template.collate_fn)
         out[name] = float((predict_probs(clf, loader).argmax(1) == base_pred).mean())
     return out
@@ -163,7 +139,7 @@ def evaluate_model(clf: Classifier, view: Backbone, labels: list[str], test: pd.
     confusion = confusion_matrix(y, pred, labels=list(range(n)))
     by_slice: dict[str, dict[str, dict[str, float]]] = {}
     for column in slices:
-        values = slice_values(test, column).to_numpy()
+        values = slice_values(test, column, view.modality).to_numpy()
         by_slice[column] = {str(v): {"count": int((values == v).sum()),
                                      "accuracy": float((pred[values == v] == y[values == v]).mean()),
                                      # over the labels present in the slice: an absent class is no error

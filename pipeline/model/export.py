@@ -11,7 +11,6 @@ judged on the same test split and shipped only when it keeps the model's accurac
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_atomic, write_json_atomic
 from pipeline.core.params import ExportParams, Params
+from pipeline.modalities.registry import get_modality
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import make_loader
 from pipeline.model.quantize import INT8, judge, quantize, settle
@@ -81,16 +81,6 @@ class TwoOutputs(nn.Module):
         return self.clf.head(emb), emb
 
 
-class _ImageIO(TwoOutputs):
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # named for dynamic_shapes
-        return super().forward(x)
-
-
-class _TextIO(TwoOutputs):
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().forward(input_ids, attention_mask)
-
-
 def _rename_value(model: Any, old: str, new: str) -> None:
     g = model.graph
     for node in g.node:
@@ -106,13 +96,8 @@ def export_onnx(clf: Classifier, modality: str, example: tuple[torch.Tensor, ...
     """torch.onnx (dynamo) export with a dynamic batch axis, then metadata; written atomically."""
     import onnx
 
-    wrapper = (_ImageIO if modality == "image" else _TextIO)(clf).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    if modality == "image":
-        dynamic: dict[str, Any] = {"x": {0: batch}}
-    else:
-        seq = torch.export.Dim("seq", min=1, max=4096)
-        dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    kind = get_modality(modality)
+    wrapper, dynamic = kind.export_module(clf)
     tmp = path.with_suffix(".raw.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -205,6 +190,7 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
     targets = encode_labels(test["label"], labels, "the test split").tolist()
     loader = make_loader(view, test, targets, ws.data, batch_size=32)
     example = next(iter(loader))[0]
+    kind = get_modality(info["modality"])
     meta = {"labels": labels, "modality": info["modality"], "preprocess": info["preprocess"],
             "model": info["name"], "strategy": info["strategy"], "inputs": input_names(info["modality"])}
     onnx_path = export_onnx(clf, info["modality"], example, model_out / "model.onnx", meta, ep.opset)
@@ -215,8 +201,8 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
     q_parity, method, n_calib = None, "", 0
     if ep.quantize:
         calib, n_calib = (_calibration(view, manifest, ws.data, ep.calibration_size, params.prepare.seed)
-                          if info["modality"] == "image" else (None, 0))
-        method = quantize(onnx_path, model_out / INT8, info["modality"], calib)
+                          if kind.static_int8 else (None, 0))
+        method = quantize(onnx_path, model_out / INT8, calib)
         sessions["onnx_int8"], _ = ort_session(model_out / INT8)
         q_parity = check_parity(clf, sessions["onnx_int8"], info["modality"], loader)
     latency = measure_latency(clf, sessions, info["modality"], test, view, ws.data, ep)
@@ -237,8 +223,7 @@ def run_export(params: Params, ws: Workspace) -> ExportResult:
     if parity.top1_agreement < 1.0:
         reasons.append(f"top-1 agreement {parity.top1_agreement:.2%} < 100%")
     write_json_atomic(model_out / "preprocess.json", meta)
-    if info["modality"] == "text":
-        shutil.copytree(ws.train / MODEL / "tokenizer", model_out / "tokenizer", dirs_exist_ok=True)
+    kind.export_files(ws.train / MODEL, model_out)
     held: dict[str, int] = {}
     if not reasons:  # the drift reference: held-out data as this model sees it, kept with the version
         held = reference_rows(build_reference(model_out, manifest, ws.data, ep.reference_size,

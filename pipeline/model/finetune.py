@@ -113,12 +113,12 @@ def fine_tune(clf: Classifier, backbone: Backbone, strategy: str, frames: dict[s
     if lora:
         wrap_lora(clf, backbone, tp)
     clf.to(device)
-    if device.type == "cuda" and backbone.modality == "image":
+    if device.type == "cuda" and backbone.build.get("library") == "timm":  # convolutions over pixels
         clf.to(memory_format=torch.channels_last)
     ytr = np.array(targets["train"])
     weight = class_weights(ytr, n).to(device) if tp.class_weighting else None
     mixup = None
-    if backbone.modality == "image" and (tp.mixup or tp.cutmix):
+    if backbone.build.get("library") == "timm" and (tp.mixup or tp.cutmix):  # timm mixes pixel batches
         from timm.data import Mixup
         from timm.loss import SoftTargetCrossEntropy
 

@@ -31,7 +31,7 @@ def build_optimizer(clf: Classifier, backbone: Backbone, tp: TrainParams, lora: 
         params = [p for n, p in clf.backbone.named_parameters() if "lora_" in n]
         opt = torch.optim.AdamW([{"params": params, "lr": tp.lr, "weight_decay": tp.weight_decay}],
                                 lr=tp.lr)
-    elif backbone.modality == "image":
+    elif backbone.build.get("library") == "timm":  # timm's own layer decay over its group matcher
         from timm.optim import create_optimizer_v2
 
         opt = create_optimizer_v2(clf.backbone, opt="adamw", lr=tp.lr, weight_decay=tp.weight_decay,
@@ -108,14 +108,14 @@ def wrap_lora(clf: Classifier, backbone: Backbone, tp: TrainParams) -> None:
                          "choose another strategy (select.strategy)")
     cfg = LoraConfig(r=tp.lora.r, lora_alpha=tp.lora.alpha, lora_dropout=tp.lora.dropout,
                      target_modules=targets)
-    if backbone.modality == "text":
+    if hasattr(clf.backbone, "encoder"):  # a pooling wrapper around a transformers encoder
         clf.backbone.encoder = get_peft_model(clf.backbone.encoder, cfg)
     else:
         clf.backbone = get_peft_model(clf.backbone, cfg)
 
 
 def unwrap_lora(clf: Classifier, backbone: Backbone) -> None:
-    if backbone.modality == "text":
+    if hasattr(clf.backbone, "encoder"):
         clf.backbone.encoder = clf.backbone.encoder.merge_and_unload()
     else:
         clf.backbone = clf.backbone.merge_and_unload()

@@ -63,14 +63,15 @@ class _Batches:
         return next(self._it, None)
 
 
-def quantize(src: Path, dst: Path, modality: str, calibration: Iterator[dict[str, Any]] | None) -> str:
-    """Write the int8 model to `dst`; returns the method used (for the report)."""
+def quantize(src: Path, dst: Path, calibration: Iterator[dict[str, Any]] | None) -> str:
+    """Write the int8 model to `dst`: static with `calibration` batches (the modality's choice),
+    else dynamic; returns the method used (for the report)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="graft-int8-") as tmp, _quiet_root():
         warnings.simplefilter("ignore")
-        if modality == "image" and calibration is not None:
+        if calibration is not None:
             pre = Path(tmp) / "pre.onnx"  # shape inference + graph optimisation, as onnxruntime advises
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             depthwise = _depthwise_convs(pre)

@@ -30,6 +30,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError, ParamsError
 from pipeline.core.io import write_json_atomic, write_text_atomic
 from pipeline.core.params import Candidate, Params, SelectParams
+from pipeline.modalities.registry import get_modality
 from pipeline.model.audit import COLUMNS as AUDIT_COLUMNS
 from pipeline.model.audit import LABEL_ISSUES, LabelAudit, audit_labels
 from pipeline.model.backbones import (
@@ -154,7 +155,7 @@ def choose_strategy(sp: SelectParams, modality: str, n_typical: int, probe_f1: f
     if probe_f1 + min_gain > 1.0:
         return "linear_probe", [*reasons, f"no fine-tune can beat the probe by train.min_gain={min_gain:g}: "
                                 "the head on frozen, cached features is the model"]
-    if modality == "text" and sp.lora_min_params and n_params >= sp.lora_min_params:
+    if get_modality(modality).lora and sp.lora_min_params and n_params >= sp.lora_min_params:
         return "lora", [*reasons, f"the backbone has {n_params / 1e6:.0f}M parameters (at least "
                         "select.lora_min_params): LoRA adapters train a small fraction of them"]
     table = {
@@ -177,10 +178,10 @@ def choose_strategy(sp: SelectParams, modality: str, n_typical: int, probe_f1: f
 
 def _score(cand: Candidate, sample: pd.DataFrame, y: np.ndarray, root: Path, cache: str,
            sp: SelectParams, seed: int, modality: str, max_length: int, n_classes: int,
-           device: torch.device) -> CandidateScore:
+           device: torch.device, manifest: pd.DataFrame) -> CandidateScore:
     try:
         backbone = load_backbone(cand.name, cand.weights, modality, max_length=max_length,
-                                 pretrained=cand.pretrained)
+                                 pretrained=cand.pretrained, manifest=manifest)
     except (WeightsNotFound, UnsupportedCandidate) as exc:
         return CandidateScore(display_name(cand.name, cand.pretrained), cand.weights, "unavailable",
                               str(exc), pretrained=cand.pretrained, candidate=cand.name)
@@ -216,7 +217,7 @@ def select_candidate(manifest: pd.DataFrame, labels: list[str], root: Path, para
     y = encode_labels(sample["label"], labels, "the training sample")
     device = resolve_device(params.train.device)  # embeddings on the training device; latency on the CPU
     scores = [_score(cand, sample, y, root, params.paths.cache, sp, params.prepare.seed, modality,
-                     params.train.max_length, len(labels), device) for cand in sp.candidates]
+                     params.train.max_length, len(labels), device, manifest) for cand in sp.candidates]
     usable = [s for s in scores if s.status == "ok"]
     if not usable:
         lines = "\n  - ".join(f"{s.name}: {s.status}: {s.reason}" for s in scores)
@@ -241,7 +242,7 @@ def full_probe(chosen: CandidateScore, manifest: pd.DataFrame, labels: list[str]
     scored on val (the embeddings land in the cache train reads); and, on the same embeddings, the
     label audit (validate.label_issues)."""
     backbone = load_backbone(chosen.candidate or chosen.name, chosen.weights, str(manifest["modality"].iloc[0]),
-                             max_length=params.train.max_length, pretrained=chosen.pretrained)
+                             max_length=params.train.max_length, pretrained=chosen.pretrained, manifest=manifest)
     xy = {}
     for split in ("train", "val"):
         frame = manifest[manifest["split"] == split]

@@ -43,6 +43,7 @@ from pipeline.core.config import save_resolved
 from pipeline.core.errors import GraftError
 from pipeline.core.io import write_json_atomic
 from pipeline.core.params import Params, TrainParams
+from pipeline.modalities.registry import get_modality
 from pipeline.model.audit import LABEL_ISSUES
 from pipeline.model.backbones import Classifier, load_backbone, save_backbone_config
 from pipeline.model.device import resolve_device
@@ -97,7 +98,7 @@ def train_model(manifest: pd.DataFrame, labels: list[str], root: Path, decision:
     strategy = decision["strategy"]
     backbone = load_backbone(chosen.get("candidate") or chosen["name"], chosen["weights"],
                              str(manifest["modality"].iloc[0]), max_length=tp.max_length,
-                             pretrained=chosen.get("pretrained", True))
+                             pretrained=chosen.get("pretrained", True), manifest=manifest)
     frames = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in SPLITS}
     for split, frame in frames.items():
         if frame.empty:
@@ -183,8 +184,8 @@ def _choose_tta(modality: str, tp: TrainParams, yv: np.ndarray, plain: np.ndarra
     """train.tta for images: whether the model's val logits with the mirrored view averaged in
     (`mirrored()`, one more pass over val) ship (auto: when vouched_gain says val's macro-F1 gain
     is no luck). Returns the choice, and the val logits with TTA when it ships."""
-    if modality != "image":
-        return {"tta": "none", "reason": "text: no cheap view that keeps the label"}, None
+    if not get_modality(modality).flip_tta:
+        return {"tta": "none", "reason": f"{modality}: no cheap view that keeps the label"}, None
     if tp.tta == "off":
         return {"tta": "none", "reason": "train.tta=off"}, None
     flipped = mirrored()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from pipeline.core.artifacts import TO_LABEL
 from pipeline.core.errors import GraftError
 from pipeline.core.params import Params
 from pipeline.core.storage import Store
+from pipeline.modalities.registry import get_modality
 from pipeline.production.estimate import probabilities
 
 
@@ -111,14 +111,6 @@ class QueueResult:
     files: list[str]
 
 
-def _config(modality: str, labels: list[str]) -> str:
-    field = "text" if modality == "text" else "image"
-    tag = "Text" if modality == "text" else "Image"
-    choices = "\n".join(f'    <Choice value="{escape(c, quote=True)}"/>' for c in labels)
-    return (f'<View>\n  <{tag} name="{field}" value="${field}"/>\n  <Choices name="label" toName="{field}" '
-            f'choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
-
-
 def run_label_queue(params: Params, n: int, hours: float | None = None, now: datetime | None = None) -> QueueResult:
     """Pick n logged examples to label and write them to the inbox's to-label/ folder."""
     from pipeline.production.prodlog import kept_input, read_log
@@ -128,13 +120,13 @@ def run_label_queue(params: Params, n: int, hours: float | None = None, now: dat
 
     version, model_dir = champion_dir(params.paths.registry)
     meta = json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8"))
-    labels, modality = meta["labels"], meta["modality"]
+    labels, kind = meta["labels"], get_modality(meta["modality"])
     known = set(load_labels(params.paths.monitor)["sha256"])
     manifest = Path(params.paths.validate_) / "manifest.parquet"
     if manifest.exists():
         known |= set(pd.read_parquet(manifest, columns=["sha256"])["sha256"].dropna())
     rows = candidates(read_log(params.paths.log, hours=hours), version, known)
-    if modality == "text":
+    if not kind.folder_data:  # the logged texts themselves are shown
         rows = rows[rows["text"].notna()].reset_index(drop=True) if "text" in rows else rows.iloc[0:0]
     if rows.empty:
         raise GraftError(f"no logged input of {version} to ask about in {params.paths.log}"
@@ -147,18 +139,18 @@ def run_label_queue(params: Params, n: int, hours: float | None = None, now: dat
     picked = rows.iloc[choice.indices].reset_index(drop=True)
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     out = Store(folder(params.paths.inbox))
-    field = "text" if modality == "text" else "image"
+    field = kind.labelstudio_field
     tasks, table = [], []
     for row, margin in zip(picked.itertuples(), choice.margins, strict=True):
-        if modality == "text":
+        if not kind.folder_data:
             value = row.text
         else:
             found = kept_input(params.paths.log, row.input_sha256)
             if found is None:
                 continue  # its bytes were not kept: nothing to show a labeller
             name, data = found
-            out.put(data, "images", name)
-            value = f"images/{name}"
+            out.put(data, kind.media_folder, name)
+            value = f"{kind.media_folder}/{name}"
         tasks.append({"data": {field: value, "graft_sha256": row.input_sha256},
                       "predictions": [{"model_version": version, "score": round(float(row.confidence), 4),
                                        "result": [{"from_name": "label", "to_name": field, "type": "choices",
@@ -169,6 +161,6 @@ def run_label_queue(params: Params, n: int, hours: float | None = None, now: dat
     base = task_name(stamp)
     out.put(json.dumps(tasks, indent=1, ensure_ascii=False).encode(), f"{base}.json")
     out.put(frame.to_csv(index=False).encode(), f"{base}.csv")
-    out.put(_config(modality, labels).encode(), "label_config.xml")
+    out.put(kind.labelstudio_config(labels).encode(), "label_config.xml")
     files = [out.show(f"{base}.json"), out.show(f"{base}.csv"), out.show("label_config.xml")]
     return QueueResult(version, n, frame, len(rows), choice.pool, choice.stopped_early, files)

@@ -27,11 +27,11 @@ import pandas as pd
 
 from pipeline.core.params import MonitorParams, Params
 from pipeline.core.storage import Store
+from pipeline.modalities.registry import get_modality
 from pipeline.production import performance_report
 from pipeline.production.estimate import estimate_performance
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
-from pipeline.production.profile import features_for
 from pipeline.production.realised import load_labels, realised_performance
 from pipeline.production.reference import load_reference, reference_rows
 from pipeline.production.rule import DriftRule, drift_rule
@@ -232,7 +232,8 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
     now = now or datetime.now(timezone.utc)
     name, model_dir = champion_dir(params.paths.registry)
     reference = load_reference(model_dir)
-    modality = "image" if "brightness" in reference else "text"
+    features = get_modality(json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8"))["modality"]
+                            ).feature_names
     if current is None:
         current = read_log(params.paths.log, hours=mp.window_hours, now=now)
         if len(current):
@@ -248,7 +249,7 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
             f"{mp.min_records}: no decision"])
     else:
         (feat, emb_snap), per_col, emb, rule = drift_report(reference, current.reset_index(drop=True),
-                                                            features_for(modality), mp)
+                                                            features, mp)
         html = _html(out, "report.html", feat)
         _html(out, "embedding.html", emb_snap)
         drift, reasons = drift_decision(per_col, emb, rule)

@@ -1,10 +1,11 @@
 """Predictions from an exported model with onnxruntime: what `graft serve` and `graft score` run.
 
-A Predictor reads a model folder written by export (model.onnx, preprocess.json, tokenizer/,
-vocabulary.json) - a registry version's onnx/ or export's output folder - and turns raw inputs
-(PIL images or strings) into labels, confidences, embeddings and the input summary features
-the production log keeps. Preprocessing is the model's own: timm's eval transform for images,
-the saved tokenizer for text, as in training and export, without torch (model/inference.py).
+A Predictor reads a model folder written by export (model.onnx, preprocess.json, and what the
+modality's codec reads: tokenizer/, vocabulary.json) - a registry version's onnx/ or export's
+output folder - and turns raw inputs (file bytes for images and audio, strings for text) into
+labels, confidences, embeddings and the input summary features the production log keeps.
+Preprocessing is the model's own, through the modality's codec, without torch: timm's eval
+transform for images, the saved tokenizer for text, the log-mel features for audio.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pipeline.core.errors import ModelNotFound
-from pipeline.model.inference import TextEncoder, eval_image_transform, softmax
+from pipeline.modalities.registry import get_modality
+from pipeline.model.inference import softmax
 from pipeline.model.quantize import int8_path
-from pipeline.production.profile import image_features, text_features
 from pipeline.production.runtime import ort_session
 
 
@@ -35,7 +35,8 @@ class Predictions:
 
 
 class Predictor:
-    def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32"):
+    def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32", **limits: Any):
+        """`limits`: serve's max_pixels and max_audio_seconds, for the inputs they apply to."""
         self.dir = Path(model_dir)
         onnx = int8_path(self.dir, version) if variant == "int8" else self.dir / "model.onnx"
         if not onnx.exists() or not (self.dir / "preprocess.json").exists():
@@ -47,36 +48,25 @@ class Predictor:
         self.modality: str = meta["modality"]
         self.model_name: str = meta.get("model", "")
         self.preprocess: dict[str, Any] = meta["preprocess"]
+        self.kind = get_modality(self.modality)
+        self.codec = self.kind.codec(self.dir, self.preprocess, **limits)
         self.session, self.provider = ort_session(onnx)
-        vocab_path = self.dir / "vocabulary.json"
-        self.vocab = frozenset(json.loads(vocab_path.read_text(encoding="utf-8"))) if vocab_path.exists() else frozenset()
-        if self.modality == "image":
-            self._transform = eval_image_transform(self.preprocess)
-        else:
-            self._encode = TextEncoder(self.dir / "tokenizer", int(self.preprocess["max_length"]))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         logits, emb = self.session.run(["logits", "embedding"], feeds)
         return logits, emb.astype(np.float32)
 
-    def image_input(self, image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:
-        """One image as the model's input tensor and its summary features: the decoded image can
-        be dropped at once, so a request holds one full-size image at a time."""
-        return self._transform(image.convert("RGB")), image_features(image)
+    def read(self, raw: Any, where: str) -> tuple[Any, dict[str, float]]:
+        """One raw input (file bytes or a text) -> (model input, summary features); InputRejected
+        names `where` when it is not one. The raw input can be dropped at once."""
+        return self.codec.read(raw, where)
 
-    def predict_image_inputs(self, inputs: list[tuple[np.ndarray, dict[str, float]]]) -> Predictions:
-        x = np.stack([t for t, _ in inputs])
-        return self._finish(*self._run({"input": x}), [f for _, f in inputs])
+    def predict_inputs(self, inputs: list[tuple[Any, dict[str, float]]]) -> Predictions:
+        """Predictions for `read` outputs."""
+        return self._finish(*self._run(self.codec.feeds([x for x, _ in inputs])), [f for _, f in inputs])
 
-    def predict_images(self, images: list[Image.Image]) -> Predictions:
-        return self.predict_image_inputs([self.image_input(im) for im in images])
-
-    def predict_texts(self, texts: list[str]) -> Predictions:
-        feats = [text_features(t, self.vocab) for t in texts]
-        return self._finish(*self._run(self._encode(texts)), feats)
-
-    def predict(self, inputs: list[Any]) -> Predictions:
-        return self.predict_images(inputs) if self.modality == "image" else self.predict_texts(inputs)
+    def predict(self, raws: list[Any]) -> Predictions:
+        return self.predict_inputs([self.read(r, f"input {i}") for i, r in enumerate(raws)])
 
     def _finish(self, logits: np.ndarray, emb: np.ndarray, feats: list[dict[str, float]]) -> Predictions:
         probs = softmax(logits.astype(np.float64))

@@ -1,4 +1,5 @@
-"""Input summary features: what production inputs look like, in a few numbers each.
+"""Input summary features of images and text: what production inputs look like, in a few numbers
+each (audio's are in pipeline/modalities/audio_io.py; each modality names its own).
 
 Images: width, height, brightness, contrast, sharpness, colourfulness. Text: length, word
 count, share of out-of-vocabulary words, share of non-ASCII characters. The same functions
@@ -15,14 +16,8 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image
 
-IMAGE_FEATURES = ("width", "height", "brightness", "contrast", "sharpness", "colourfulness")
-TEXT_FEATURES = ("length", "word_count", "oov_share", "non_ascii_share")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _SIDE = 128  # images are measured on a thumbnail of at most this side: cheap, and size-independent
-
-
-def features_for(modality: str) -> tuple[str, ...]:
-    return IMAGE_FEATURES if modality == "image" else TEXT_FEATURES
 
 
 def image_features(im: Image.Image) -> dict[str, float]:

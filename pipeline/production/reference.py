@@ -10,6 +10,7 @@ vocabulary" means) is the training split's, for both.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import GraftError
-from pipeline.core.inputs import open_image
-from pipeline.core.io import write_json_atomic, write_parquet_atomic
+from pipeline.core.io import write_parquet_atomic
+from pipeline.modalities.registry import get_modality
 from pipeline.production.predictor import Predictor
-from pipeline.production.profile import vocabulary
 
 REFERENCE = "reference.parquet"
-VOCABULARY = "vocabulary.json"
 HELD_OUT = ("val", "test")
 
 
@@ -36,9 +35,9 @@ def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: i
     """Profile up to `size` held-out examples of the validated data with the exported model; writes
     reference.parquet (and, for text, vocabulary.json from the training split) into model_dir."""
 
-    if "text" in manifest and manifest["text"].notna().any():
-        vocab = vocabulary(manifest.loc[manifest["split"] == "train", "text"].astype(str))
-        write_json_atomic(model_dir / VOCABULARY, vocab)
+    meta = json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8"))
+    kind = get_modality(meta["modality"])
+    kind.write_side_files(manifest, model_dir)
     predictor = Predictor(model_dir)
     held = manifest[manifest["split"].isin(HELD_OUT)]
     if held.empty:
@@ -48,10 +47,8 @@ def build_reference(model_dir: Path, manifest: pd.DataFrame, root: Path, size: i
     records: list[dict[str, Any]] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows.iloc[start:start + batch_size]
-        if predictor.modality == "image":
-            preds = predictor.predict_images([open_image(root / rel, rel) for rel in chunk["path"]])
-        else:
-            preds = predictor.predict_texts(chunk["text"].astype(str).tolist())
+        preds = predictor.predict_inputs([predictor.read(raw, str(i)) for raw, i in
+                                          zip(kind.reference_inputs(chunk, root), chunk["id"], strict=True)])
         records += predictor.records(preds, chunk["id"].astype(str).tolist())
     frame = pd.DataFrame(records)
     frame["split"] = rows["split"].to_numpy()

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.modalities.registry import get_modality
+
 logger = logging.getLogger("graft.runtime")
 
 
 def input_names(modality: str) -> list[str]:
-    return ["input"] if modality == "image" else ["input_ids", "attention_mask"]
+    return get_modality(modality).input_names()
 
 
 def feeds(modality: str, inputs: tuple[Any, ...]) -> dict[str, np.ndarray]:

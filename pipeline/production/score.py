@@ -1,6 +1,6 @@
-"""`graft score INPUT`: batch predictions for a folder of images or a file of texts.
+"""`graft score INPUT`: batch predictions for a folder of images or audio clips, or a file of texts.
 
-Images: every image file under the folder (recursively); an unreadable one is reported and
+Images and audio: every file under the folder (recursively); an unreadable one is reported and
 skipped, never the whole batch. Text: a CSV/TSV/Parquet/JSONL file with a text column
 (data.text_column), or a .txt file with one text per line. Predictions go to a CSV or Parquet
 file (by extension) and to the production log, like served traffic.
@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.errors import DataError, GraftError
-from pipeline.core.inputs import InputRejected, open_image
+from pipeline.core.inputs import InputRejected
 from pipeline.core.io import write_parquet_atomic, write_text_atomic
 from pipeline.core.params import DataParams
 from pipeline.core.progress import progress
@@ -33,13 +33,12 @@ class ScoreResult:
     model_version: str = ""
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def score(predictor: Predictor, source: str | Path, output: str | Path, log: ProductionLog | None,
-          data: DataParams | None = None, batch_size: int = 32, max_pixels: int = 25_000_000,
-          keep_inputs: bool = True) -> ScoreResult:
+          data: DataParams | None = None, batch_size: int = 32, keep_inputs: bool = True) -> ScoreResult:
     """Predict every input of `source`; `data` says how to read a text table (data.text_column...).
     A file or row that is not an input (unreadable, too large, not a text, blank) is skipped and
     reported; the others are scored."""
@@ -50,36 +49,34 @@ def score(predictor: Predictor, source: str | Path, output: str | Path, log: Pro
         raise GraftError(f"{output}: write predictions to a .csv or .parquet file")
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
-    if predictor.modality == "image":
+    kind = predictor.kind
+    if kind.folder_data:
         if not source.is_dir():
-            raise DataError(f"{source}: model {predictor.version} classifies images; give a folder of images")
-        items: list[Any] = _image_files(source)
+            raise DataError(f"{source}: model {predictor.version} classifies {kind.noun}; give a folder of them")
+        items: list[Any] = [(str(p.relative_to(source)), p) for p in _files(source)]
     else:
         if source.is_dir():
-            raise DataError(f"{source}: model {predictor.version} classifies text; give a CSV/TSV/Parquet/JSONL/txt file")
+            raise DataError(f"{source}: model {predictor.version} classifies {kind.noun}; give a "
+                            "CSV/TSV/Parquet/JSONL/txt file")
         items, skipped = read_texts(source, data or DataParams())
     if not items and not skipped:
         raise DataError(f"{source}: nothing to score")
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     for chunk in progress(chunks, desc=f"scoring with {predictor.version}", unit="batch"):
-        if predictor.modality == "image":
-            inputs, names, identity = [], [], []
-            for path in chunk:  # one decoded image at a time; a bad file is skipped, never the batch
-                name = str(path.relative_to(source))
-                try:
-                    data = path.read_bytes()
-                    inputs.append(predictor.image_input(open_image(data, name, max_pixels)))
-                    names.append(name)
-                    identity.append(input_identity(data, path.suffix, log, keep_inputs))
-                except InputRejected as exc:
-                    skipped.append((str(path), str(exc)))
-            if not inputs:
+        inputs, names, identity = [], [], []
+        for name, item in chunk:  # one decoded input at a time; a bad one is skipped, never the batch
+            try:
+                raw = item.read_bytes() if isinstance(item, Path) else item
+                inputs.append(predictor.read(raw, name))
+            except (InputRejected, OSError) as exc:
+                skipped.append((str(source / name) if isinstance(item, Path) else name, str(exc)))
                 continue
-            preds = predictor.predict_image_inputs(inputs)
-        else:
-            names, inputs = [n for n, _ in chunk], [t for _, t in chunk]
-            preds = predictor.predict_texts(inputs)
-            identity = text_inputs(inputs, keep_inputs)
+            names.append(name)
+            identity.append(input_identity(raw, item.suffix, log, keep_inputs) if isinstance(item, Path)
+                            else text_inputs([raw], keep_inputs)[0])
+        if not inputs:
+            continue
+        preds = predictor.predict_inputs(inputs)
         if log is not None:
             log.append(predictor.records(preds, names, identity))
         for i, name in enumerate(names):

@@ -32,11 +32,12 @@ from pipeline.core.artifacts import (
 from pipeline.core.io import copy_atomic, write_json_atomic
 from pipeline.core.lineage import DataVersion, data_version
 from pipeline.core.params import Params
+from pipeline.modalities.text import VOCABULARY
 from pipeline.model.evaluate import predict_probs, summary_metrics
 from pipeline.model.loaders import make_loader
 from pipeline.model.metrics import paired_bootstrap
 from pipeline.model.trained import encode_labels, load_trained, test_split
-from pipeline.production.reference import REFERENCE, VOCABULARY
+from pipeline.production.reference import REFERENCE
 from pipeline.release.card import model_card
 from pipeline.release.decision import GateDecision, decide
 from pipeline.release.registry import Registry

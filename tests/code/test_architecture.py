@@ -134,3 +134,61 @@ def test_every_stage_is_a_cli_command_and_a_flow_task():
     for name in NAMES:  # the entry point exists and is the stage module's run_<name>
         assert STAGE[name].load().__name__ == f"run_{name}"
         assert re.fullmatch(rf"pipeline\.\w+\.{name}:run_{name}", STAGE[name].entry)
+
+
+# ---------------------------------------------------------------- one modality interface
+
+
+def _modality_switches(path: Path, names: set[str]) -> list[str]:
+    """Comparisons of a modality (a name or attribute called modality, or ["modality"]) with a
+    modality's name: `modality == "image"`, `d.modality != "text"`, `modality in ("image", ...)`."""
+    import ast
+
+    def mentions_modality(node: ast.AST) -> bool:
+        return any((isinstance(n, ast.Name) and "modality" in n.id) or (isinstance(n, ast.Attribute) and
+                   "modality" in n.attr) or (isinstance(n, ast.Constant) and n.value == "modality")
+                   for n in ast.walk(node))
+
+    def names_a_modality(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Constant) and n.value in names for n in ast.walk(node))
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(mentions_modality(s) for s in sides) and any(names_a_modality(s) for s in sides):
+                out.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_no_module_outside_the_modalities_compares_a_modality_name():
+    from pipeline.modalities.registry import MODALITIES
+
+    names = set(MODALITIES)
+    files = [p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if "modalities" not in p.parts]
+    offenders = [hit for p in sorted(files) for hit in _modality_switches(p, names)]
+    assert not offenders, offenders
+
+
+def test_the_modality_check_finds_a_switch(tmp_path):
+    """The check above is no formality: it finds the switches it forbids."""
+    probe = REPO / "tests" / "code" / "_switch_probe.py"
+    probe.write_text('def f(meta, modality):\n    a = meta["modality"] == "image"\n'
+                     '    return a or modality in ("text", "audio") or meta.get("x") == "image"\n')
+    try:
+        hits = _modality_switches(probe, {"image", "text", "audio"})
+    finally:
+        probe.unlink()
+    assert [h.split(": ", 1)[1] for h in hits] == ["meta['modality'] == 'image'", "modality in ('text', 'audio')"]
+
+
+def test_every_modality_implements_the_interface():
+    from pipeline.modalities.base import Modality
+    from pipeline.modalities.registry import MODALITIES
+
+    required = ("scan", "load_backbone", "rebuild", "dataset", "input_names", "export_module", "codec")
+    for name, kind in MODALITIES.items():
+        assert kind.name == name and kind.feature_names and kind.noun
+        missing = [m for m in required if getattr(type(kind), m) is getattr(Modality, m)]
+        assert not missing, (name, missing)
+        assert not kind.folder_data or kind.extensions, name

@@ -10,8 +10,8 @@ from conftest import TEXT_WORDS
 from PIL import Image
 
 from pipeline.core.errors import ModelNotFound
+from pipeline.modalities.image import image_transform
 from pipeline.model.inference import TextEncoder, eval_image_transform, softmax
-from pipeline.model.loaders import image_transform
 
 CONFIGS = [
     {"input_size": [3, 224, 224], "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],

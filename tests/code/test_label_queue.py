@@ -17,6 +17,7 @@ from graft.cli import app
 from pipeline.core.config import load_params
 from pipeline.core.errors import DataError
 from pipeline.data.labelstudio import to_batch
+from pipeline.modalities.registry import get_modality
 from pipeline.production.label_queue import choose, margins
 from pipeline.production.predictor import Predictor, text_inputs
 from pipeline.production.prodlog import ProductionLog, read_log
@@ -42,7 +43,7 @@ def _log_texts(p, texts):
     name, d = champion_dir(p.paths.registry)
     pred = Predictor(d, name)
     with ProductionLog(p.paths.log) as log:
-        log.append(pred.records(pred.predict_texts(texts), inputs=text_inputs(texts)))
+        log.append(pred.records(pred.predict(texts), inputs=text_inputs(texts)))
 
 
 def _label(tasks: list[dict], truth: dict[str, str]) -> list[dict]:
@@ -91,7 +92,7 @@ def test_a_label_studio_csv_export_becomes_a_batch_in_the_datasets_columns(tmp_p
     export = tmp_path / "export.csv"
     pd.DataFrame({"text": ["free prize", "see you", "unlabelled"], "graft_sha256": ["a", "b", "c"],
                   "label": ["spam", "ham", ""], "annotation_id": [1, 2, 3]}).to_csv(export, index=False)
-    batch, skipped = to_batch(export, tmp_path, "text", ["id", "message", "category"], "message", "category")
+    batch, skipped = to_batch(export, tmp_path, get_modality("text"), ["id", "message", "category"], "message", "category")
     assert skipped == 1
     assert pd.read_csv(batch).fillna("").to_dict(orient="list") == {
         "id": ["", ""], "message": ["free prize", "see you"], "category": ["spam", "ham"]}
@@ -103,14 +104,14 @@ def test_a_label_studio_csv_export_becomes_a_batch_in_the_datasets_columns(tmp_p
      "task 0 (id 7): 2 labels chosen (ham, spam)"),
     ([{"data": {"text": "a"}, "annotations": [{"was_cancelled": True, "result": []}]}], "no labelled task"),
     ([{"data": {"image": "images/gone.png"}, "annotations": [{"result": [{"value": {"choices": ["red"]}}]}]}],
-     "its image (images/gone.png) is neither in the production log's kept inputs nor beside the export"),
+     "its file (images/gone.png) is neither in the production log's kept inputs nor beside the export"),
 ])
 def test_a_bad_label_studio_export_is_refused_naming_the_task(tmp_path, tasks, words):
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     modality = "image" if "image" in json.dumps(tasks) else "text"
     with pytest.raises(DataError, match=r"export\.json") as err:
-        to_batch(export, tmp_path / "out", modality, ["text", "label"], "text", "label")
+        to_batch(export, tmp_path / "out", get_modality(modality), ["text", "label"], "text", "label")
     assert words in str(err.value)
 
 

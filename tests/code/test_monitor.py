@@ -24,7 +24,7 @@ def _log(texts, p):
     with ProductionLog(p.paths.log, flush_records=100) as log:
         for i in range(0, len(texts), 16):
             chunk = texts[i:i + 16]
-            log.append(pred.records(pred.predict_texts(chunk), inputs=text_inputs(chunk)))
+            log.append(pred.records(pred.predict(chunk), inputs=text_inputs(chunk)))
 
 
 def test_reference_holds_only_held_out_rows(workspace):

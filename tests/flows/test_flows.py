@@ -136,7 +136,7 @@ def test_monitoring_flow_triggers_training_on_drift_once(workspace):
     name, d = champion_dir(p.paths.registry)
     pred = Predictor(d, name)
     with ProductionLog(p.paths.log) as log:
-        log.append(pred.records(pred.predict_texts(shifted_texts(40))))
+        log.append(pred.records(pred.predict(shifted_texts(40))))
     out = monitoring_flow(params_file="params.yaml")
     assert out["drift"]["decision"] == "drift"
     training = out["training"]
