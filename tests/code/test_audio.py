@@ -16,7 +16,13 @@ from pipeline.core.params import DataParams, PrepareParams, ValidateParams
 from pipeline.data.prepare import prepare_data
 from pipeline.data.validate import validate_manifest
 from pipeline.modalities.audio import window_seconds
-from pipeline.modalities.audio_io import audio_features, log_mel, mel_filters, model_input, read_audio
+from pipeline.modalities.audio_io import (
+    audio_features,
+    log_mel,
+    mel_filters,
+    model_input,
+    read_audio,
+)
 
 sf = pytest.importorskip("soundfile")
 
@@ -209,7 +215,6 @@ def test_audio_runs_end_to_end_and_is_served_scored_and_monitored(audio_workspac
 def test_label_queue_writes_an_audio_labelling_config(audio_workspace, monkeypatch):
     from pipeline.core.config import load_params
     from pipeline.production.label_queue import run_label_queue
-
     from pipeline.production.predictor import Predictor
     from pipeline.production.prodlog import ProductionLog, input_identity
     from pipeline.release.registry import champion_dir

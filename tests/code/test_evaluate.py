@@ -68,4 +68,4 @@ def test_summary_metrics_handle_multiclass_auc_and_a_missing_class():
 
 def test_unknown_slice_column_names_the_choices():
     with pytest.raises(GraftError, match=r"evaluate.slices names 'colour'.*size_bucket"):
-        slice_values(pd.DataFrame({"label": ["a"]}), "colour")
+        slice_values(pd.DataFrame({"label": ["a"]}), "colour", "image")
