@@ -13,7 +13,6 @@ fitted window and on Whisper's 30 s padding (a sample of clips) are measured sid
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.common import SHARED, record
+from pipeline.modalities.audio_io import filters_for, log_mel, read_audio, resample
 from pipeline.model.backbones import load_backbone
 from pipeline.model.loaders import make_loader
-from pipeline.modalities.audio_io import filters_for, log_mel, read_audio, resample
 
 FSDD = SHARED / "data" / "fsdd"
 WHISPER = SHARED / "weights" / "whisper-tiny.en"

@@ -48,8 +48,9 @@ def read_audio(source: bytes | Path, where: str, max_seconds: float = 0.0) -> tu
     except InputRejected:
         raise
     except Exception as exc:  # libsndfile reports every malformed file as one of several types
-        raise InputRejected(f"{where}: not readable audio ({type(exc).__name__}: {str(exc)[:200]}); "
-                            f"send WAV, FLAC, OGG or MP3") from None
+        # its own words, without the "Error opening <_io.BytesIO object at 0x...>" it puts first
+        why = getattr(exc, "error_string", None) or str(exc).rsplit(": ", 1)[-1]
+        raise InputRejected(f"{where}: not readable audio ({why[:200]}); send WAV, FLAC, OGG or MP3") from None
     if data.size == 0:
         raise InputRejected(f"{where}: the audio holds no samples; send a recording")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

@@ -193,6 +193,7 @@ def test_audio_runs_end_to_end_and_is_served_scored_and_monitored(audio_workspac
         assert [x["label"] for x in r.json()["predictions"]] == ["low", "high"]
         bad = client.post("/predict", files=[("files", ("x.wav", b"not audio" * 50, "audio/wav"))])
         assert bad.status_code == 422 and "files[0] (x.wav)" in bad.json()["detail"]
+        assert "object at 0x" not in bad.json()["detail"] and "BytesIO" not in bad.json()["detail"]
         long = client.post("/predict", files=[("files", ("l.wav", _wav_bytes(tone(300, 6.0, 8000), 8000), "audio/wav"))])
         assert long.status_code == 413 and "limit of 5 s" in long.json()["detail"]
         assert client.post("/predict", json={"text": "hi"}).status_code == 415
