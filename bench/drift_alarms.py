@@ -8,7 +8,8 @@ drift; windows with real shifts that cost the model more than 5 accuracy points 
 Shifts: text - another dataset's texts mixed in at 10/30/100% (TREC questions into SMS and
 back: the model cannot be right on them) and accented vowels (a language-like vocabulary
 shift); images - darkening to 40%, a blur of radius 3, a 90 degree rotation, and 30% synthetic
-shapes (another source's pictures). Each window's accuracy is measured on its labels.
+shapes (another source's pictures); audio (fsdd, trained on three speakers) - the fourth speaker,
+white noise at 10 dB SNR, the telephone band (300-3,400 Hz). Each window's accuracy is measured on its labels.
 
 Baseline: the rule before this change, on the same windows: a reference sampled from every
 split (training rows included), Evidently's default per-column tests, drift when half the
@@ -17,7 +18,7 @@ the monitor's own drift_report and drift_decision on the champion's held-out ref
 Goal per modality: at most 1 false alarm in 20 healthy windows, and at least 95% of the
 windows that lose more than 5 accuracy points detected.
 
-    .venv/bin/python -m bench.drift_alarms [--windows 20] [--datasets sms trec clothing]
+    .venv/bin/python -m bench.drift_alarms [--windows 20] [--datasets sms trec clothing fsdd]
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from pipeline.production.reference import load_reference
 
 TREC = SHARED / "data" / "trec_qc" / "trec_qc.csv"
 CLOTHING = SHARED / "data" / "clothing_small"
+FSDD = SHARED / "data" / "fsdd"
+WHISPER = SHARED / "weights" / "whisper-tiny.en"
 HOLD_BACK = 0.3
 DROP = 0.05  # windows losing more accuracy than this must be detected
 OLD_EMBEDDING_AUC, OLD_SHARE, OLD_SAMPLE, OLD_REFERENCE = 0.55, 0.5, 2000, 2000
@@ -256,7 +259,64 @@ def image_dataset(windows: int, strategy: str, size: int = 100) -> dict:
     return _evaluate("clothing_small", "image", load_reference(predictor.dir), old_ref, clean, shifted, size, windows)
 
 
-def run(windows: int = 20, datasets: tuple[str, ...] = ("sms", "trec", "clothing"),
+def _wav(wave: np.ndarray, rate: int) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1, 1), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _noisy(wave: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    power = float((wave.astype(np.float64) ** 2).mean()) + 1e-12
+    noise = np.random.default_rng(seed).normal(0, np.sqrt(power / 10 ** (snr_db / 10)), len(wave))
+    return (wave + noise).astype(np.float32)
+
+
+def _telephone(wave: np.ndarray, rate: int) -> np.ndarray:
+    """The telephone band: 300-3,400 Hz (an FFT band-pass)."""
+    spectrum = np.fft.rfft(wave)
+    freqs = np.fft.rfftfreq(len(wave), 1.0 / rate)
+    spectrum[(freqs < 300) | (freqs > 3400)] = 0
+    return np.fft.irfft(spectrum, len(wave)).astype(np.float32)
+
+
+def audio_dataset(windows: int, strategy: str, size: int = 100) -> dict:
+    """fsdd: graft trains on 70% of three speakers' clips; healthy windows are their held-back
+    clips; shifts: the fourth speaker (nicolas, unseen), white noise at 10 dB SNR, the telephone band."""
+    from pipeline.modalities.audio_io import read_audio
+
+    files = sorted(FSDD.glob("*/*.wav"))
+    unseen = [p for p in files if "_nicolas_" in p.name]
+    known = [p for p in files if "_nicolas_" not in p.name]
+    back = [held_back(p.relative_to(FSDD).as_posix()) for p in known]
+    work = Path(tempfile.mkdtemp(prefix="graft-bench-alarms-fsdd-"))
+    for p, b in zip(known, back, strict=True):
+        if not b:
+            (work / "data" / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, work / "data" / p.parent.name / p.name)
+    predictor = _train(work, {"data": {"path": "data"},
+                              "select": {"candidates": [{"name": "openai/whisper-tiny.en", "weights": str(WHISPER)}],
+                                         "strategy": strategy},
+                              "paths": {"cache": str(work / "cache")}})
+    pool = [p for p, b in zip(known, back, strict=True) if b]
+    labels = [p.parent.name for p in pool]
+    waves = [read_audio(p, p.name) for p in pool]
+    ok = [True] * len(pool)
+    clean = _records(predictor, [p.read_bytes() for p in pool], ok, labels)
+    shifted = {
+        "unseen speaker": _records(predictor, [p.read_bytes() for p in unseen], [True] * len(unseen),
+                                   [p.parent.name for p in unseen]),
+        "noise at 10 dB SNR": _records(predictor, [_wav(_noisy(w, 10, i), r) for i, (w, r) in enumerate(waves)], ok,
+                                       labels),
+        "telephone band": _records(predictor, [_wav(_telephone(w, r), r) for w, r in waves], ok, labels)}
+    old_ref = _old_reference(predictor, work, lambda rows: [(work / "data" / p).read_bytes() for p in rows["path"]])
+    return _evaluate("fsdd", "audio", load_reference(predictor.dir), old_ref, clean, shifted, size, windows)
+
+
+def run(windows: int = 20, datasets: tuple[str, ...] = ("sms", "trec", "clothing", "fsdd"),
         strategy: str = "linear_probe") -> list[dict]:
     start = time.perf_counter()
     results = []
@@ -266,8 +326,10 @@ def run(windows: int = 20, datasets: tuple[str, ...] = ("sms", "trec", "clothing
         results.append(text_dataset("trec_qc", _trec(), _sms(), windows, strategy))
     if "clothing" in datasets:
         results.append(image_dataset(windows, strategy))
+    if "fsdd" in datasets:
+        results.append(audio_dataset(windows, strategy))
     out = []
-    for modality in ("text", "image"):
+    for modality in ("text", "image", "audio"):
         rs = [r for r in results if r["modality"] == modality]
         if not rs:
             continue
@@ -297,7 +359,8 @@ def run(windows: int = 20, datasets: tuple[str, ...] = ("sms", "trec", "clothing
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=20)
-    ap.add_argument("--datasets", nargs="+", default=["sms", "trec", "clothing"], choices=["sms", "trec", "clothing"])
+    ap.add_argument("--datasets", nargs="+", default=["sms", "trec", "clothing", "fsdd"],
+                    choices=["sms", "trec", "clothing", "fsdd"])
     ap.add_argument("--strategy", default="linear_probe",
                     help="select.strategy for the trained models (auto fine-tunes: much slower on a CPU)")
     a = ap.parse_args()

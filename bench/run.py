@@ -19,7 +19,7 @@ import traceback
 from bench.common import REPO, RESULTS, machine, machine_line
 
 ORDER = ["linear_probe", "screening", "inference", "serve_load", "drift", "drift_alarms", "estimate", "label_queue",
-         "audit", "data_stages", "orchestration", "finetune", "quality", "audio", "cuda"]
+         "audit", "data_stages", "orchestration", "finetune", "quality", "audio", "audio_serve", "cuda"]
 DOC = REPO / "docs" / "benchmarks.md"
 
 

@@ -234,3 +234,24 @@ def test_label_queue_writes_an_audio_labelling_config(audio_workspace, monkeypat
     config = (audio_workspace / "data" / "inbox" / "to-label" / "label_config.xml").read_text()
     assert '<Audio name="audio" value="$audio"/>' in config and 'value="high"' in config
     assert len(result.picked) >= 1 and result.picked["audio"].str.startswith("audio/").all()
+
+
+def test_a_new_batch_of_clips_is_ingested_and_a_bad_clip_set_aside(audio_workspace, monkeypatch):
+    """The retraining loop's input: a labelled batch of clips in the inbox is validated alone and
+    merged into the class folders; its one broken file is quarantined, the rest goes on."""
+    from pipeline.core.config import load_params
+    from pipeline.data.ingest import ingest_batch
+
+    monkeypatch.chdir(audio_workspace)
+    p = load_params("params.yaml")
+    batch = audio_workspace / p.paths.inbox / "batch-0001"
+    for label, freq in (("low", 350.0), ("high", 2100.0)):
+        (batch / label).mkdir(parents=True)
+        for i in range(4):
+            sf.write(batch / label / f"new_{label}_{i}.flac", tone(freq, 0.7, 16000, seed=100 + i), 16000)
+    (batch / "high" / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    before = len(list((audio_workspace / "data" / "clips").rglob("*.*")))
+    result = ingest_batch(p, batch)
+    assert result.accepted and result.merged == 8 and result.quarantined == 1, result.to_dict()
+    assert len(list((audio_workspace / "data" / "clips").rglob("*.*"))) == before + 8
+    assert (audio_workspace / "data" / "clips" / "high" / "new_high_0.flac").exists()
