@@ -6,6 +6,10 @@ GET  /live      200 while the process answers (liveness)
 GET  /model     version, status, labels, test metrics and the model card
 GET  /docs      OpenAPI
 
+With a token (GRAFT_API_TOKEN, or the file serve.token_file names), every endpoint but /live and
+/health answers 401 unless the request carries `Authorization: Bearer <token>` (compared in
+constant time); /docs and /openapi.json too.
+
 The registry's champion pointer is re-read at most every `serve.reload_seconds`; a newly
 promoted champion is loaded beside the old one and swapped in without a restart. Bad requests
 get a 4xx naming what was wrong.
@@ -13,7 +17,9 @@ get a 4xx naming what was wrong.
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -26,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.core.errors import ModelNotFound
+from pipeline.core.errors import GraftError, ModelNotFound
 from pipeline.core.inputs import InputRejected, TooLarge, check_text, kind
 from pipeline.core.params import Params
 from pipeline.model.quantize import int8_path
@@ -35,6 +41,7 @@ from pipeline.production.prodlog import ProductionLog, input_identity
 from pipeline.production.runtime import THREADS_ENV
 from pipeline.release.registry import Registry, champion_dir
 
+logger = logging.getLogger("graft.serve")
 
 class Prediction(BaseModel):
     label: str
@@ -167,8 +174,34 @@ def _json(raw: bytes) -> Any:
                                         '{"text": "..."} or {"texts": [...]}') from None
 
 
+TOKEN_ENV = "GRAFT_API_TOKEN"
+OPEN_PATHS = frozenset({"/live", "/health"})  # liveness and readiness: probes carry no token
+
+
+def api_token(sp: Any) -> str:
+    """The bearer token clients must send: GRAFT_API_TOKEN, else the content of serve.token_file;
+    '' when neither is set. A token file that cannot be read is a configuration error."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token or not sp.token_file:
+        return token
+    try:
+        token = Path(sp.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise GraftError(f"serve.token_file: cannot read {sp.token_file} ({exc.strerror}); mount the Secret "
+                         f"there, set {TOKEN_ENV}, or set serve.token_file: ''") from None
+    if not token:
+        raise GraftError(f"serve.token_file: {sp.token_file} is empty; put the token in it")
+    return token
+
+
+def _authorised(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
     sp = params.serve
+    token = api_token(sp)
     champion = Champion(params.paths.registry, sp.model, sp.reload_seconds, sp.input_limits())
     own_log = log is None
     log = log or ProductionLog(params.paths.log, sp.flush_records, sp.flush_seconds)
@@ -182,6 +215,15 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
     app = FastAPI(title="graft model server", lifespan=lifespan,
                   description="The registry champion's ONNX model, with a production log for drift monitoring.")
     app.state.champion, app.state.log = champion, log
+
+    if token:
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            if request.url.path in OPEN_PATHS or _authorised(request.headers.get("authorization", ""), token):
+                return await call_next(request)
+            return JSONResponse({"detail": "missing or wrong bearer token: send the header "
+                                           "'Authorization: Bearer <token>' (the server's GRAFT_API_TOKEN)"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/predict", response_model=PredictResponse, responses=_refusals(400, 413, 415, 422, 503),
               openapi_extra=PREDICT_BODY,
@@ -278,7 +320,11 @@ def serve(params: Params, host: str | None = None, port: int | None = None, work
         else:
             int8_path(model_dir, name)
     workers = workers or params.serve.workers
-    where = {"host": host or params.serve.host, "port": port or params.serve.port, "log_level": "info"}
+    bind = host or params.serve.host
+    if not api_token(params.serve) and bind not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("graft serve listens on %s without a token: anyone who reaches the port can call it; "
+                       "set %s (or serve.token_file) to require one", bind, TOKEN_ENV)
+    where = {"host": bind, "port": port or params.serve.port, "log_level": "info"}
     if workers == 1:
         uvicorn.run(create_app(params), **where)
         return

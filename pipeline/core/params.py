@@ -153,6 +153,8 @@ class ServeParams(Section):
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")
     flush_records: int = Field(50, ge=1, description="the log is written at least every this many records")
     flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
+    token_file: str = Field("", description="a file holding the bearer token clients must send (a mounted "
+                                            "Secret); the GRAFT_API_TOKEN environment variable wins; '' = none")
     keep_inputs: bool = Field(True, description="log texts, keep images and audio (log/inputs/): for the label queue")
 
     def input_limits(self) -> dict[str, float]:

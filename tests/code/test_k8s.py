@@ -75,6 +75,10 @@ def test_the_manifests_agree_with_the_code():
     assert _by_kind("Service", "graft-serve")["spec"]["ports"][0]["targetPort"] == serve["ports"][0]["name"]
     assert {"PREFECT_API_URL", "AWS_ENDPOINT_URL"} <= set(config)
     assert set(_by_kind("Secret", "graft-storage")["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    serve_env = _by_kind("Deployment", "graft-serve")["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in serve_env if e["name"] == "GRAFT_API_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "graft-api-token", "key": "token"}
+    assert set(_by_kind("Secret", "graft-api-token")["stringData"]) == {"token"}
     cpu = _by_kind("Deployment", "graft-worker-cpu")["spec"]["template"]["spec"]["containers"][0]
     assert cpu["command"][:4] == ["graft", "worker", "--pool", params.schedule.monitoring_pool]
     gpu = _by_kind("Deployment", "graft-worker-gpu")["spec"]["template"]["spec"]["containers"][0]

@@ -280,3 +280,40 @@ def test_graft_ort_threads_sets_each_sessions_intra_op_threads(workspace, monkey
     assert session.get_session_options().intra_op_num_threads == 1
     monkeypatch.delenv(THREADS_ENV)
     assert ort_session(model)[0].get_session_options().intra_op_num_threads == 0  # onnxruntime's default
+
+
+def test_with_a_token_every_endpoint_but_the_probes_needs_it(workspace, monkeypatch, caplog):
+    secret = "sentinel-token-7f3a9c"
+    monkeypatch.setenv("GRAFT_API_TOKEN", secret)
+    p = load_params("params.yaml")
+    log = ProductionLog(p.paths.log, flush_records=1)
+    with caplog.at_level("DEBUG"), TestClient(create_app(p, log)) as c:
+        for path in ("/model", "/docs", "/openapi.json"):
+            r = c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+            assert secret not in r.text
+        assert c.post("/predict", json={"text": "free prize"}).status_code == 401
+        wrong = {"Authorization": "Bearer sentinel-token-7f3a9d"}
+        assert c.post("/predict", json={"text": "free prize"}, headers=wrong).status_code == 401
+        assert c.get("/live").status_code == 200 and c.get("/health").status_code == 200
+        ok = {"Authorization": f"Bearer {secret}"}
+        assert c.post("/predict", json={"text": "free prize"}, headers=ok).status_code == 200
+        assert c.get("/model", headers=ok).status_code == 200
+    log.close()
+    assert len(read_log(p.paths.log)) == 1  # refused requests are not predictions
+    assert secret not in caplog.text
+
+
+def test_the_token_can_come_from_a_file_and_a_missing_file_is_named(workspace, monkeypatch, tmp_path):
+    from pipeline.core.errors import GraftError
+
+    monkeypatch.delenv("GRAFT_API_TOKEN", raising=False)
+    (tmp_path / "token").write_text("from-a-secret\n")
+    p = load_params("params.yaml")
+    p = p.model_copy(update={"serve": p.serve.model_copy(update={"token_file": str(tmp_path / "token")})})
+    with TestClient(create_app(p, ProductionLog(p.paths.log))) as c:
+        assert c.get("/model").status_code == 401
+        assert c.get("/model", headers={"Authorization": "Bearer from-a-secret"}).status_code == 200
+    gone = p.model_copy(update={"serve": p.serve.model_copy(update={"token_file": str(tmp_path / "nope")})})
+    with pytest.raises(GraftError, match=r"serve.token_file: cannot read .*nope"):
+        create_app(gone, ProductionLog(p.paths.log))
