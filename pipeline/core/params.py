@@ -126,16 +126,47 @@ class BootstrapParams(Section):
     seed: int = 0
 
 
+DEFAULT_BOUNDS = {"macro_f1": {"min": 0.7}, "accuracy": {"min": 0.7}, "ece": {"max": 0.2}}
+DEFAULT_CHANGE = {"macro_f1": {"min_abs": 0.0}}
+
+
+def _merged(defaults: dict[str, dict[str, Any]], given: Any) -> Any:
+    """A bounds table given in params over the defaults: each named metric changes alone (and each
+    of its keys alone); `metric: null` removes a default, and stays in the table as removed."""
+    if not isinstance(given, dict):
+        return given
+    out: dict[str, Any] = {k: dict(v) for k, v in defaults.items()}
+    for metric, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(metric), dict):
+            out[metric] = {**out[metric], **value}
+        else:
+            out[metric] = value
+    return out
+
+
 class GateParams(Section):
     primary: str = "macro_f1"
-    bounds: dict[str, Bound] = Field(default_factory=lambda: {
-        "macro_f1": Bound(min=0.7), "accuracy": Bound(min=0.7), "ece": Bound(max=0.2)})
-    change: dict[str, ChangeBound] = Field(default_factory=lambda: {"macro_f1": ChangeBound(min_abs=0.0)})
+    bounds: dict[str, Bound | None] = Field(
+        default_factory=lambda: {k: Bound(**v) for k, v in DEFAULT_BOUNDS.items()},
+        description="merged over the defaults metric by metric; `metric: null` removes one")
+    change: dict[str, ChangeBound | None] = Field(
+        default_factory=lambda: {k: ChangeBound(**v) for k, v in DEFAULT_CHANGE.items()},
+        description="merged over the defaults; `macro_f1: null` removes the comparison with the champion")
     require_significant: bool = False
     bootstrap: BootstrapParams = Field(default_factory=BootstrapParams)
     slice_bounds: dict[str, Bound] = Field(default_factory=dict)
     require_parity: bool = True
     first_run: Literal["bless_on_value_bounds", "require_manual"] = "bless_on_value_bounds"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data}
+            for key, defaults in (("bounds", DEFAULT_BOUNDS), ("change", DEFAULT_CHANGE)):
+                if key in data:
+                    data[key] = _merged(defaults, data[key])
+        return data
 
 
 class ServeParams(Section):

@@ -72,6 +72,10 @@ def _value_criteria(metrics: dict[str, float], bounds: dict[str, Any], prefix: s
     for metric, b in bounds.items():
         name = f"{prefix}{metric}"
         value = metrics.get(metric)
+        if b is None:  # a default bound removed in params: shown, never silent
+            out.append(Criterion(name, None if value is None else float(value), "removed", True,
+                                 f"gate.bounds.{metric} is null in params"))
+            continue
         if value is None or (isinstance(value, float) and math.isnan(value)):
             out.append(Criterion(name, None, _fmt_bound(b), False, "metric missing"))
             continue
@@ -100,6 +104,10 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, gate
                                   "no export result" if parity_passed is None else ""))
     if champion is not None:
         for metric, c in gate.change.items():
+            if c is None:
+                criteria.append(Criterion(f"change.{metric}", None, "removed", True,
+                                          f"gate.change.{metric} is null in params"))
+                continue
             new, old = challenger.get(metric), champion.get(metric)
             if new is None or old is None:
                 criteria.append(Criterion(f"change.{metric}", None, "vs champion", False,

@@ -108,7 +108,7 @@ def score_champion(registry: Registry, test: pd.DataFrame, root: Path) -> Champi
     clf, info, view = load_trained(registry.local(name, MODEL))
     labels = info["labels"]
     y = encode_labels(test["label"], labels, f"the test split (scored by the champion {name}; "
-                                              "set gate.change: {} to skip the comparison)")
+                                              "set gate.change.macro_f1: null to skip the comparison)")
     probs = predict_probs(clf, make_loader(view, test, y.tolist(), root, batch_size=32))
     return ChampionScore(name, summary_metrics(y, probs, len(labels)), probs.argmax(1))
 
@@ -147,7 +147,7 @@ def gate_challenger(params: Params, ws: Workspace, registry: Registry) -> GateRe
     preds = pd.read_parquet(require(ws.evaluate / PREDICTIONS, "evaluate"))
     info = json.loads(require(ws.train / MODEL / "model.json", "train").read_text(encoding="utf-8"))
     g = params.gate
-    champ = score_champion(registry, test, ws.data) if current and (g.change or g.require_significant) else None
+    champ = score_champion(registry, test, ws.data) if current and (any(c is not None for c in g.change.values()) or g.require_significant) else None
     interval = None
     if champ is not None and g.primary in _METRIC_FNS:
         y = encode_labels(test["label"], info["labels"], "the test split")

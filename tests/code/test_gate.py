@@ -132,5 +132,26 @@ def test_paired_bootstrap_interval_brackets_the_true_difference():
 
 
 def test_an_existing_champion_without_change_bounds_is_not_a_first_run():
-    d = decide(GOOD, {}, gate(change={}, first_run="require_manual"))
+    d = decide(GOOD, {}, gate(change={"macro_f1": None}, first_run="require_manual"))
     assert d.status == "blessed" and d.reasons == ["every bound holds against the champion"]
+
+
+def test_one_bound_given_changes_that_bound_alone_and_a_removed_one_is_shown():
+    g = parse_params({"gate": {"bounds": {"ece": {"max": 0.5}, "accuracy": None}, "require_parity": False}}).gate
+    assert g.bounds["macro_f1"].min == 0.7 and g.bounds["ece"].max == 0.5 and g.bounds["accuracy"] is None
+    d = decide({**GOOD, "macro_f1": 0.6, "accuracy": 0.1, "ece": 0.4}, None, g)
+    assert names(d, False) == ["macro_f1"]  # the default macro-F1 bound still holds
+    removed = next(c for c in d.criteria if c.name == "accuracy")
+    assert removed.bound == "removed" and "gate.bounds.accuracy is null" in removed.detail
+    assert "| accuracy | 0.1 | removed | pass |" in d.to_markdown()
+    again = parse_params({"gate": g.model_dump()}).gate  # the resolved params keep the removal
+    assert again.bounds == g.bounds
+
+
+def test_a_set_override_of_one_bound_keeps_the_others(tmp_path):
+    from pipeline.core.config import load_params
+
+    (tmp_path / "params.yaml").write_text("data: {path: x}\n")
+    g = load_params(tmp_path / "params.yaml", ["gate.bounds.ece.max=0.5"]).gate
+    assert {k: (b.min, b.max) for k, b in g.bounds.items()} == {
+        "macro_f1": (0.7, None), "accuracy": (0.7, None), "ece": (None, 0.5)}

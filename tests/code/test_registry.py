@@ -112,7 +112,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(tmp_path, tiny_ti
     p = parse_params({"data": {"path": str(data)}, "validate": {"labels": ["blue", "red"]},
                       "train": {"epochs": 1},
                       "export": {"latency_runs": 3, "quantize": False},
-                      "gate": {"bounds": {"macro_f1": {"min": 0.0}}, "change": {"macro_f1": {"min_abs": 0.0}}},
+                      "gate": {"bounds": {"macro_f1": {"min": 0.0}, "accuracy": None, "ece": None}, "change": {"macro_f1": {"min_abs": 0.0}}},
                       "paths": {"cache": str(tmp_path / "cache"), "registry": str(tmp_path / "registry")}})
     manifest = prepare_data(data, p.data, p.prepare).manifest
 
