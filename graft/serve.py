@@ -134,7 +134,8 @@ def _file_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int) -> tu
     input at once: a request holds one decoded image or clip at a time, whatever its batch."""
     inputs, names, raw = [], [], []
     for i, up in enumerate(uploads):
-        name = f"files[{i}] ({getattr(up, 'filename', None) or 'upload'})"
+        shown = "".join(c if c.isprintable() else "?" for c in (getattr(up, "filename", None) or "upload"))[:100]
+        name = f"files[{i}] ({shown})"
         data = up.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, detail=f"{name}: larger than serve.max_upload_mb={max_bytes / 2**20:g} MB")
@@ -145,6 +146,36 @@ def _file_inputs(predictor: Predictor, uploads: list[Any], max_bytes: int) -> tu
         names.append(name)
         raw.append((data, Path(getattr(up, "filename", None) or "").suffix[:8]))
     return inputs, names, raw
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _bounded_form(request: Request, limit: int) -> Any:
+    """The multipart form, its bytes counted as they arrive: past `limit` the request is refused
+    at once, before the parser spools more of it to a temporary file."""
+    declared = request.headers.get("content-length", "")
+    too_large = HTTPException(413, detail=f"the request is larger than serve.max_request_mb={limit / 2**20:g} MB")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    seen, receive = 0, request.receive
+
+    async def counted() -> Any:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _BodyTooLarge
+        return message
+
+    try:
+        return await Request(request.scope, counted).form()
+    except _BodyTooLarge:
+        raise too_large from None
+    except Exception as exc:  # a malformed multipart body is the client's, never a 500
+        raise HTTPException(400, detail=f"the multipart body cannot be parsed ({type(exc).__name__}); "
+                                        "send form field 'files' (curl -F files=@file)") from None
 
 
 def _texts(body: Any) -> list[str]:
@@ -236,7 +267,7 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
         if spec.folder_data:
             if not ctype.startswith("multipart/form-data"):
                 raise HTTPException(415, detail=f"model {predictor.version} classifies {spec.noun}: {spec.upload_hint}")
-            form = await request.form()
+            form = await _bounded_form(request, int(sp.max_request_mb * 2**20))
             uploads = [v for v in form.getlist("files") + form.getlist("file") if hasattr(v, "file")]
             if not uploads:
                 raise HTTPException(422, detail=f"no file in the request: send the {spec.noun} in the form field 'files'")

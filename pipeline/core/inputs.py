@@ -11,6 +11,7 @@ invisible format characters (zero-width space, BOM) count as nothing.
 from __future__ import annotations
 
 import io
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,13 @@ class TooLarge(InputRejected):
     """An image whose declared size is over the pixel limit (a server answers 413, not 422)."""
 
 
+_UNSEEN = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"})  # spaces, controls, format, unassigned
+
+
 def is_blank(text: str) -> bool:
-    return all(c.isspace() or c in INVISIBLE for c in text)
+    """No visible character: only whitespace of any script, control characters (NUL...), invisible
+    format characters (zero-width space, BOM) or unassigned code points."""
+    return all(c in INVISIBLE or unicodedata.category(c) in _UNSEEN for c in text)
 
 
 def kind(value: Any) -> str:
@@ -50,8 +56,14 @@ def check_text(value: Any, where: str) -> str:
         raise InputRejected(f"{where} holds {value[exc.start]!r} at character {exc.start}, a lone surrogate "
                             "that no UTF-8 text contains; send valid Unicode") from None
     if is_blank(value):
-        raise InputRejected(f"{where} is empty or only whitespace; send the text to classify")
+        raise InputRejected(f"{where} has no visible character (empty, whitespace or control characters only); "
+                            "send the text to classify")
     return value
+
+
+def _verify(source: bytes | Path) -> None:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as probe:
+        probe.verify()
 
 
 def open_image(source: bytes | Path, where: str, max_pixels: int = 0) -> Image.Image:
@@ -70,6 +82,7 @@ def open_image(source: bytes | Path, where: str, max_pixels: int = 0) -> Image.I
                 raise Image.DecompressionBombError(f"{w}x{h} pixels, over PIL's limit of {Image.MAX_IMAGE_PIXELS:,}")
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
+                _verify(source)  # what validate quarantines (a broken CRC, a truncated file) is refused here too
                 im.load()
                 upright = ImageOps.exif_transpose(im)
                 return upright.convert("RGB")

@@ -178,7 +178,9 @@ class ServeParams(Section):
                                                              "checked from its header before decoding")
     max_pixels: int = Field(25_000_000, ge=1, description="largest image (width x height) a request or score "
                                                           "may send, checked from the header before decoding")
-    max_upload_mb: float = Field(20.0, gt=0)
+    max_upload_mb: float = Field(20.0, gt=0, description="largest file (or JSON body) one request may carry")
+    max_request_mb: float = Field(100.0, gt=0, description="largest request body, counted while it streams in: "
+                                                           "refused before it is parsed or spooled to disk")
     workers: int = Field(1, ge=1, le=64, description="server processes (uvicorn workers), each with its own "
                                                      "model, hot reload and production-log writer")
     reload_seconds: float = Field(5.0, ge=0, description="how often the champion pointer is checked; 0 = never")

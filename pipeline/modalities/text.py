@@ -45,7 +45,7 @@ def text_row(i: int, text: Any, label: Any, read_error: str | None = None) -> di
                           "re-save the file as UTF-8 or set data.encoding to its encoding")
         text = raw.decode("utf-8", "replace")
     if text and is_blank(text):
-        error = error or "text is only whitespace: fill it in or remove the row"
+        error = error or "text has no visible character (only whitespace or control characters): fill it in or remove the row"
     if not label:
         error = error or "empty label; fill in the label or remove the row"
     return {"id": f"row-{i}", "row": i, "text": text, "label": label, "split": None, "error": error,

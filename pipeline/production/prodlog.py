@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -94,9 +95,10 @@ class ProductionLog:
         """An input's bytes under inputs/, named by their sha256 (written once, however often they
         come); the hash. The label queue and realised accuracy find inputs by it."""
         digest = hashlib.sha256(data).hexdigest()
-        name = f"{digest}{suffix.lower()}"
-        if not self.store.exists(INPUTS, digest[:2], name):
-            self.store.put(data, INPUTS, digest[:2], name)
+        # the client's file name never reaches a path: only a short alphanumeric suffix of it
+        clean = re.sub(r"[^a-z0-9]", "", suffix.lower())[:8]
+        if not self.store.glob(f"{INPUTS}/{digest[:2]}/{digest}*"):  # one copy, whatever the suffix
+            self.store.put(data, INPUTS, digest[:2], f"{digest}{'.' + clean if clean else ''}")
         return digest
 
     def _tick(self) -> None:

@@ -95,6 +95,6 @@ def test_score_skips_and_names_what_is_not_a_text_and_scores_the_rest(workspace)
     assert list(preds["input"]) == ["in.jsonl:1", "in.jsonl:6"] and list(preds["pred"]) == ["spam", "ham"]
     log = read_log("production/log")
     assert len(log) == 2  # nothing but the two texts reaches the model or the production log
-    for row, why in [(2, "text is a number"), (3, "text is a list"), (4, "empty or only whitespace"),
+    for row, why in [(2, "text is a number"), (3, "text is a list"), (4, "has no visible character"),
                      (5, "text is a null"), (7, "line 7 is a JSON list, not an object")]:
         assert f"in.jsonl:{row}" in r.output and why in r.output, (row, r.output)

@@ -63,8 +63,9 @@ def test_health_model_and_openapi(client):
     ({"json": {"texts": [1, 2]}}, 422, "texts[0] is a number, not a string"),
     ({"json": {"texts": "one text"}}, 422, '"texts" is a string; send a list of strings'),
     ({"json": {"text": None}}, 422, "text is a null, not a string"),
-    ({"json": {"texts": ["ok", "  \t\n"]}}, 422, "texts[1] is empty or only whitespace"),
-    ({"json": {"text": "\u00a0\u2003\u200b"}}, 422, "text is empty or only whitespace"),
+    ({"json": {"texts": ["ok", "  \t\n"]}}, 422, "texts[1] has no visible character"),
+    ({"json": {"text": "\u00a0\u2003\u200b"}}, 422, "text has no visible character"),
+    ({"json": {"text": "\u0000\u0000\u0001"}}, 422, "text has no visible character"),
     ({"content": b'{"text": "\\ud800"}', "headers": {"content-type": "application/json"}}, 422,
      "a lone surrogate"),
     ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}}, 400,
@@ -317,3 +318,47 @@ def test_the_token_can_come_from_a_file_and_a_missing_file_is_named(workspace, m
     gone = p.model_copy(update={"serve": p.serve.model_copy(update={"token_file": str(tmp_path / "nope")})})
     with pytest.raises(GraftError, match=r"serve.token_file: cannot read .*nope"):
         create_app(gone, ProductionLog(p.paths.log))
+
+
+def test_odd_filenames_and_oversized_multipart_bodies_are_4xx_never_500(tmp_path, monkeypatch, tiny_timm_dir):
+    """An image champion: a NUL or newline in an upload's name, a path in it, a body over
+    serve.max_request_mb (declared, or only found while it streams), a broken multipart body."""
+    import io as _io
+
+    import yaml
+    from conftest import run_pipeline_in
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    colour_images(tmp_path / "imgs", per_class=12)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"path": "imgs"}, "validate": {"labels": ["blue", "red"]},
+        "select": {"candidates": [{"name": "test_efficientnet", "weights": str(tiny_timm_dir / "model.safetensors")}],
+                   "cv_folds": 2, "strategy": "linear_probe", "latency_runs": 3},
+        "export": {"latency_runs": 3, "quantize": False}, "gate": {"bounds": {"accuracy": None, "ece": None,
+                                                                              "macro_f1": {"min": 0.0}}},
+        "serve": {"max_request_mb": 0.05}, "paths": {"cache": str(tmp_path / "cache")}}))
+    run_pipeline_in(tmp_path)
+    p = load_params("params.yaml")
+    buf = _io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "PNG")
+    png = buf.getvalue()
+    log = ProductionLog(p.paths.log, flush_records=1)
+    with TestClient(create_app(p, log)) as c:
+        for name in ("a\x00b.png", "line\nbreak.png", "../../etc/passwd.png", "x.\x00\x01png"):
+            r = c.post("/predict", files=[("files", (name, png, "image/png"))])
+            assert r.status_code == 200, (name, r.text)
+        big = c.post("/predict", files=[("files", ("big.png", b"0" * 80_000, "image/png"))])
+        assert big.status_code == 413 and "serve.max_request_mb" in big.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit is found while the body streams in
+            yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.png\"\r\n\r\n"
+            for _ in range(20):
+                yield b"0" * 8192
+        streamed = c.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413
+        broken = c.post("/predict", content=b"--b\r\nnot a part", headers={"content-type": "multipart/form-data; boundary=b"})
+        assert broken.status_code in (400, 422)
+    log.close()
+    kept = sorted(f.name for f in (tmp_path / p.paths.log / "inputs").rglob("*") if f.is_file())
+    assert len(kept) == 1 and kept[0].endswith(".png")  # one copy, whatever names the clients chose

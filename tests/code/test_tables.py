@@ -87,7 +87,7 @@ def test_parquet_nulls_are_missing_and_non_strings_are_refused(tmp_path):
     pd.DataFrame({"text": [1, 2], "label": ["a", "b"]}).to_parquet(tmp_path / "ints.parquet")
     m = prepare_data(tmp_path / "d.parquet", parse_params({}).data, parse_params({}).prepare).manifest
     assert m.loc[m["row"] == 41, "text"].item() == ""  # a null is empty, never the text "None"
-    assert m.loc[m["row"] == 42, "error"].item() == "text is only whitespace: fill it in or remove the row"
+    assert m.loc[m["row"] == 42, "error"].item() == "text has no visible character (only whitespace or control characters): fill it in or remove the row"
     ints = read_table(tmp_path / "ints.parquet", parse_params({}).data)
     assert ints.attrs[ROW_ERRORS][0].startswith("text is a number (1), not a string")
 
@@ -98,7 +98,7 @@ def test_whitespace_only_texts_are_empty(tmp_path, blank):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _stage(tmp_path, path)
-    assert _quarantined(tmp_path) == {"row-41": "text is only whitespace: fill it in or remove the row"}
+    assert _quarantined(tmp_path) == {"row-41": "text has no visible character (only whitespace or control characters): fill it in or remove the row"}
 
 
 @pytest.mark.parametrize("name", ["d.csv.zip", "d.zip", "d.csv.gz", "d.csv"])
