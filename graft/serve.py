@@ -103,14 +103,18 @@ class Champion:
             return
         with self._lock:
             self._checked = time.monotonic()
+            # the details (paths, the runtime's errors) go to the server's log; a client is told what
+            # holds, in words that name no path of this machine
+            serving = self.predictor.version if self.predictor else "nothing"
             try:
                 name, model_dir = champion_dir(self.registry.root)
             except ModelNotFound as exc:
-                self.error = str(exc)
+                self._fail(f"no champion model in the registry yet (train and promote one: `graft run`); "
+                           f"still serving {serving}", str(exc))
                 return
             except Exception as exc:  # storage unreachable, credentials missing: keep serving what is loaded
-                self.error = (f"cannot read the champion from {self.registry.where()} ({type(exc).__name__}: {exc}); "
-                              f"still serving {self.predictor.version if self.predictor else 'nothing'}")
+                self._fail(f"the registry cannot be read; still serving {serving}",
+                           f"cannot read the champion from {self.registry.where()} ({type(exc).__name__}: {exc})")
                 return
             if self.predictor is not None and self.predictor.version == name:
                 self.error = ""  # serving the champion: an earlier storage or load warning no longer holds
@@ -119,8 +123,14 @@ class Champion:
                 self.predictor = Predictor(model_dir, name, self.variant, **self.limits)  # the old one serves until this is ready
                 self.error = ""
             except Exception as exc:  # a broken new version must not take the service down
-                self.error = f"could not load champion {name} ({exc}); still serving " + (
-                    self.predictor.version if self.predictor else "nothing")
+                self._fail(f"champion {name} could not be loaded; still serving {serving}",
+                           f"could not load champion {name} from {model_dir}: {type(exc).__name__}: {exc}")
+
+    def _fail(self, public: str, detail: str) -> None:
+        if detail != getattr(self, "_logged", ""):  # once per distinct cause, not at every refresh
+            logger.warning("%s", detail)
+            self._logged = detail
+        self.error = public
 
     def get(self) -> Predictor:
         self.refresh()
@@ -318,13 +328,13 @@ def create_app(params: Params, log: ProductionLog | None = None) -> FastAPI:
 
     @app.get("/model", responses=_refusals(503))
     def model() -> dict[str, Any]:
+        """A public summary of the champion: no params, paths or lineage (those are in its model card,
+        for the team, in the registry)."""
         p = champion.get()
         v = champion.registry.get(p.version)
-        card = champion.registry.local(p.version, "card.md")
         return {"version": p.version, "status": v.status, "created": v.created, "model": p.model_name,
                 "modality": p.modality, "labels": p.labels, "provider": p.provider, "variant": sp.model,
-                "test_metrics": v.summary.get("test", {}),
-                "card": card.read_text(encoding="utf-8") if card.exists() else ""}
+                "test_metrics": v.summary.get("test", {})}
 
     return app
 

@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import write_text_atomic
-from pipeline.core.params import Params
+from pipeline.core.params import Params, has_credentials
 
 
 class _Loader(yaml.SafeLoader):
@@ -62,7 +62,7 @@ def _describe(err: dict[str, Any], source: str) -> str:
             f"Known keys here: {', '.join(known)}."
         )
     got = err.get("input")
-    got_text = "" if isinstance(got, dict) else f" (got {got!r} of type {type(got).__name__})"
+    got_text = "" if isinstance(got, dict) or has_credentials(got) else f" (got {got!r} of type {type(got).__name__})"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "string_pattern_mismatch" and (parent := _model_at(loc[:-1])):
         field = parent.model_fields.get(str(loc[-1]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
 from pipeline.core.params_data import (  # noqa: F401  (re-exported: every section from one place)
     AudioChecks,
@@ -20,6 +20,8 @@ from pipeline.core.params_data import (  # noqa: F401  (re-exported: every secti
     SplitFractions,
     TextChecks,
     ValidateParams,
+    has_credentials,
+    refuse_credentials,
 )
 
 
@@ -251,6 +253,8 @@ class PathsParams(Section):
     inbox: str = Field("data/inbox", description="new labelled batches waiting to be ingested")
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    _no_credentials = field_validator("*")(refuse_credentials)
 
 
 class Params(Section):

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CREDENTIALS_REFUSED = ("a storage URL with credentials in it is refused (they would show in logs, cards and "
+                       "answers): remove them from the URL and give them to the storage library instead "
+                       "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, or its config file)")
+
+
+def has_credentials(value: Any) -> bool:
+    """A URL with a user name or password in it (s3://KEY:SECRET@bucket/...)."""
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "@" in value.split("://", 1)[1].split("/", 1)[0]
+    return bool(parts.username or parts.password)
+
+
+def refuse_credentials(value: Any) -> Any:
+    if has_credentials(value):
+        raise ValueError(CREDENTIALS_REFUSED)
+    return value
 
 
 class Section(BaseModel):
@@ -14,6 +36,8 @@ class Section(BaseModel):
 
 class DataParams(Section):
     path: str = "data/raw/images"
+
+    _no_credentials = field_validator("path")(refuse_credentials)
     modality: Literal["auto", "image", "text", "audio"] = "auto"
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
     text_column: str = "text"

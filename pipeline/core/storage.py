@@ -21,7 +21,9 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.core.errors import GraftError
 from pipeline.core.io import write_atomic
+from pipeline.core.params_data import CREDENTIALS_REFUSED, has_credentials
 
 
 def is_url(location: str | Path) -> bool:
@@ -30,6 +32,8 @@ def is_url(location: str | Path) -> bool:
 
 class Store:
     def __init__(self, location: str | Path):
+        if has_credentials(str(location)):
+            raise GraftError(CREDENTIALS_REFUSED)  # the message never repeats the URL
         self.location = str(location)
         self.fs, root = fsspec.core.url_to_fs(self.location)
         self.is_local = isinstance(self.fs, LocalFileSystem)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ModelNotFound
+from pipeline.core.params import ServeParams
 from pipeline.modalities.registry import get_modality
 from pipeline.model.inference import softmax
 from pipeline.model.quantize import int8_path
@@ -36,7 +37,7 @@ class Predictions:
 
 class Predictor:
     def __init__(self, model_dir: str | Path, version: str = "", variant: str = "fp32", **limits: Any):
-        """`limits`: serve's max_pixels and max_audio_seconds, for the inputs they apply to."""
+        """`limits`: serve's max_pixels and max_audio_seconds (their defaults unless given)."""
         self.dir = Path(model_dir)
         onnx = int8_path(self.dir, version) if variant == "int8" else self.dir / "model.onnx"
         if not onnx.exists() or not (self.dir / "preprocess.json").exists():
@@ -49,7 +50,7 @@ class Predictor:
         self.model_name: str = meta.get("model", "")
         self.preprocess: dict[str, Any] = meta["preprocess"]
         self.kind = get_modality(self.modality)
-        self.codec = self.kind.codec(self.dir, self.preprocess, **limits)
+        self.codec = self.kind.codec(self.dir, self.preprocess, **{**ServeParams().input_limits(), **limits})
         self.session, self.provider = ort_session(onnx)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.core.config import freeze_labels, load_params, parse_params, save_resolved
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import GraftError, ParamsError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,3 +150,18 @@ def test_atomic_writes_leave_readable_files_and_no_temp(tmp_path):
     for name in ("a.txt", "w.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "w.safetensors"]
+
+
+@pytest.mark.parametrize("key", ["paths.registry", "paths.log", "data.path"])
+def test_a_storage_url_with_credentials_is_refused_without_repeating_them(tmp_path, key):
+    from pipeline.core.storage import Store
+
+    secret = "s3://AKIAEXAMPLE:sentinelSECRET42@bucket/graft"
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml", [f"{key}={secret}"])
+    assert key in str(err.value) and "credentials in it is refused" in str(err.value)
+    assert "sentinelSECRET42" not in str(err.value) and "AKIAEXAMPLE" not in str(err.value)
+    with pytest.raises(GraftError) as err:
+        Store(secret)
+    assert "sentinelSECRET42" not in str(err.value)
