@@ -240,7 +240,8 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
             current = current[current["model_version"] == name]  # pred, confidence and embedding are per model
         current = current.tail(mp.window_records) if mp.window_records else current
     window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
-              "log": params.paths.log}
+              "log": params.paths.log,
+              "skipped_parts": {name: why for name, why in current.attrs.get("skipped_parts", [])}}
     base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window,
                 reference_rows=reference_rows(reference) if "split" in reference else {})
     if len(current) < mp.min_records:

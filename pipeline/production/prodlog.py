@@ -119,30 +119,54 @@ class ProductionLog:
 
 def read_log(root: str | Path, hours: float | None = None, last: int = 0,
              now: datetime | None = None) -> pd.DataFrame:
-    """Records of the last `hours` (all when None), at most the latest `last` (0 = all), oldest first."""
+    """Records of the last `hours` (all when None), at most the latest `last` (0 = all), oldest first.
+
+    A part that cannot be read (truncated, not Parquet, another schema) or a partition folder whose
+    name is not a date and hour is set aside with a warning naming it, never the whole log: the
+    frame's attrs["skipped_parts"] lists (part, why)."""
     store = Store(root)
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(hours=hours) if hours is not None else None
-    files = []
+    files, skipped = [], []
     for key in store.glob("date=*/hour=*/part-*.parquet"):
         part = PurePosixPath(str(key))
-        if since is not None:
+        try:
             hour = datetime.strptime(f"{part.parent.parent.name[5:]} {part.parent.name[5:]}",
                                      "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-            if hour + timedelta(hours=1) <= since:
-                continue
+        except ValueError:
+            skipped.append((_shown(store, part), "its folders are not date=YYYY-MM-DD/hour=HH"))
+            continue
+        if since is not None and hour + timedelta(hours=1) <= since:
+            continue
         files.append(key)
-    if not files:
-        return pd.DataFrame()
     tables = []
     for key in files:
-        with store.open(key) as fh:
-            tables.append(pq.read_table(fh).to_pandas())
+        try:
+            with store.open(key) as fh:
+                table = pq.read_table(fh).to_pandas()
+            if "timestamp" not in table or not pd.api.types.is_datetime64_any_dtype(table["timestamp"]):
+                raise ValueError("no timestamp column: not a production-log part")
+            tables.append(table)
+        except Exception as exc:  # any way a part can be broken: it is named and set aside
+            skipped.append((_shown(store, PurePosixPath(str(key))), f"{type(exc).__name__}: {str(exc)[:200]}"))
+    for name, why in skipped:
+        logger.warning("production log: skipped %s (%s); move it aside or delete it", name, why)
+    if not tables:
+        empty = pd.DataFrame()
+        empty.attrs["skipped_parts"] = skipped
+        return empty
     frame = pd.concat(tables, ignore_index=True)
     if since is not None:
         frame = frame[frame["timestamp"] >= since]
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    return frame.tail(last).reset_index(drop=True) if last else frame
+    frame = frame.tail(last).reset_index(drop=True) if last else frame
+    frame.attrs["skipped_parts"] = skipped
+    return frame
+
+
+def _shown(store: Store, part: PurePosixPath) -> str:
+    """A part as the user finds it under the log's location."""
+    return "/".join(part.parts[-3:]) if len(part.parts) >= 3 else str(part)
 
 
 def input_identity(data: bytes, suffix: str, log: ProductionLog | None, keep: bool) -> dict[str, str]:

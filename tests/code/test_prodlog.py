@@ -116,3 +116,27 @@ def test_an_input_the_storage_cannot_keep_still_gets_its_hash(tmp_path, monkeypa
     assert "could not keep an input" in caplog.text and "No space left" in caplog.text
     assert kept_input(tmp_path / "log", hashlib.sha256(b"other").hexdigest()) is None
     log.close()
+
+
+def test_a_broken_part_or_an_odd_folder_is_named_and_set_aside_the_rest_is_read(tmp_path, caplog):
+    import pandas as pd
+
+    log = ProductionLog(tmp_path / "log", flush_records=5, flush_seconds=3600)
+    log.append(_records(5))
+    log.close()
+    hour_dir = next((tmp_path / "log").glob("date=*/hour=*"))
+    (hour_dir / "part-truncated.parquet").write_bytes(b"PAR1\x00\x01")
+    (hour_dir / "part-random.parquet").write_bytes(np.random.default_rng(0).bytes(500))
+    pd.DataFrame({"x": [1, 2]}).to_parquet(hour_dir / "part-schema.parquet")
+    odd = tmp_path / "log" / "date=yesterday" / "hour=noon"
+    odd.mkdir(parents=True)
+    (odd / "part-0.parquet").write_bytes((next(hour_dir.glob("part-*.parquet"))).read_bytes())
+    for hours in (None, 24.0):
+        with caplog.at_level("WARNING"):
+            frame = read_log(tmp_path / "log", hours=hours)
+        assert len(frame) == 5 and list(frame["source"]) == [f"a{i}" for i in range(5)]
+        skipped = dict(frame.attrs["skipped_parts"])
+        assert {k.rsplit("/", 1)[-1] for k in skipped} == {"part-truncated.parquet", "part-random.parquet",
+                                                           "part-schema.parquet", "part-0.parquet"}
+        assert "date=YYYY-MM-DD/hour=HH" in skipped["date=yesterday/hour=noon/part-0.parquet"]
+    assert "part-truncated.parquet" in caplog.text
