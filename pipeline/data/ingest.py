@@ -30,7 +30,7 @@ import pandas as pd
 from pipeline.core.artifacts import QUARANTINE, TO_LABEL, Workspace
 from pipeline.core.errors import DataError, GraftError
 from pipeline.core.io import copy_atomic, write_json_atomic
-from pipeline.core.params import MinPerClass, Params
+from pipeline.core.params import DataParams, MinPerClass, Params
 from pipeline.core.storage import Store, is_url
 from pipeline.data import labelstudio
 from pipeline.data.labelstudio import FindInput
@@ -114,9 +114,9 @@ def _merge_files(accepted: pd.DataFrame, batch: Path, data_path: Path) -> int:
     return len(accepted)
 
 
-def _merge_text(accepted: pd.DataFrame, batch: Path, data_path: Path, p: Params) -> int:
+def _merge_text(accepted: pd.DataFrame, batch: Path, data_path: Path, p: Params, batch_data: DataParams) -> int:
     d = p.data
-    current, new = read_table(data_path, d), read_table(batch, d)
+    current, new = read_table(data_path, d), read_table(batch, batch_data)
     if list(new.columns) != list(current.columns):
         raise DataError(f"{batch}: columns {list(new.columns)} differ from {data_path}'s {list(current.columns)}; "
                         "deliver batches in the dataset's own format")
@@ -157,6 +157,9 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None,
             source = batch
             if labelstudio.is_export(batch):
                 source, unlabelled = _from_label_studio(p, batch, work / "converted", data_path, find_input)
+                # the converted batch is a CSV with a header, whatever the dataset's own format
+                bp = bp.model_copy(update={"data": bp.data.model_copy(update={"format": "auto", "header": True,
+                                                                              "columns": []})})
                 if unlabelled:
                     result.reasons.append(f"{unlabelled} Label Studio tasks without a label skipped")
             ws = Workspace.from_params(bp, data=source, prepare=work / "prepare", validate=work / "validate")
@@ -169,7 +172,7 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None,
             if get_modality(report.modality).folder_data:
                 result.merged = _merge_files(report.accepted, source, data_path)
             else:
-                result.merged = _merge_text(report.accepted, source, data_path, p)
+                result.merged = _merge_text(report.accepted, source, data_path, p, bp.data)
             result.accepted = True
             result.labelled = report.accepted[["sha256", "label"]].copy()
             result.reasons.append(f"{result.merged} of {result.rows} rows merged into {data_path}"

@@ -45,17 +45,37 @@ def is_export(path: Path) -> bool:
 
 
 def _choice(task: dict[str, Any], where: str) -> str | None:
-    """The label of a task's latest kept annotation; None when it has none."""
-    kept = [a for a in task.get("annotations") or task.get("completions") or [] if not a.get("was_cancelled")]
-    for annotation in reversed(kept):
-        for item in annotation.get("result") or []:
-            choices = (item.get("value") or {}).get("choices") if isinstance(item, dict) else None
-            if choices:
-                if len(choices) != 1:
-                    raise DataError(f"{where}: {len(choices)} labels chosen ({', '.join(map(str, choices))}); "
-                                    "a classification label is one choice: fix it in Label Studio and export again")
-                return str(choices[0])
+    """The label of a task's latest kept annotation; None when it has none. Any other shape than
+    Label Studio's is refused naming the task, never a crash."""
+    annotations = task.get("annotations") or task.get("completions") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise DataError(f"{where}: 'annotations' is not a list of objects; export the project again in "
+                        "Label Studio's JSON format")
+    for annotation in reversed([a for a in annotations if not a.get("was_cancelled")]):
+        result = annotation.get("result") or []
+        if not isinstance(result, list):
+            raise DataError(f"{where}: an annotation's 'result' is not a list; export the project again as JSON")
+        for item in result:
+            value = item.get("value") if isinstance(item, dict) else None
+            choices = value.get("choices") if isinstance(value, dict) else None
+            if not choices:
+                continue
+            if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+                raise DataError(f"{where}: 'choices' is not a list of labels; export the project again as JSON")
+            if len(choices) != 1:
+                raise DataError(f"{where}: {len(choices)} labels chosen ({', '.join(choices)}); "
+                                "a classification label is one choice: fix it in Label Studio and export again")
+            return choices[0]
     return None
+
+
+def _cell(value: Any, where: str, key: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{where}: data.{key} is a {type(value).__name__}, not text; the tasks must come from "
+                    "`graft label-queue` (fix the task or remove it, then export again)")
 
 
 def _rows(path: Path) -> tuple[list[dict[str, str]], int]:
@@ -73,7 +93,7 @@ def _rows(path: Path) -> tuple[list[dict[str, str]], int]:
         if label is None:
             skipped += 1
             continue
-        rows.append({**{k: "" if v is None else str(v) for k, v in task["data"].items()}, "label": label})
+        rows.append({**{str(k): _cell(v, where, str(k)) for k, v in task["data"].items()}, "label": label})
     return rows, skipped
 
 

@@ -105,6 +105,12 @@ def test_a_label_studio_csv_export_becomes_a_batch_in_the_datasets_columns(tmp_p
     ([{"data": {"text": "a"}, "annotations": [{"was_cancelled": True, "result": []}]}], "no labelled task"),
     ([{"data": {"image": "images/gone.png"}, "annotations": [{"result": [{"value": {"choices": ["red"]}}]}]}],
      "its file (images/gone.png) is neither in the production log's kept inputs nor beside the export"),
+    ([{"data": {"text": "a"}, "annotations": ["ham", "spam"]}], "task 0 (id ?): 'annotations' is not a list of objects"),
+    ([{"data": {"text": "a"}, "annotations": [{"result": "ham"}]}], "'result' is not a list"),
+    ([{"data": {"text": "a"}, "annotations": [{"result": [{"value": {"choices": [["ham"]]}}]}]}],
+     "'choices' is not a list of labels"),
+    ([{"id": 3, "data": {"text": {"nested": "x"}}, "annotations": [{"result": [{"value": {"choices": ["ham"]}}]}]}],
+     "task 0 (id 3): data.text is a dict, not text"),
 ])
 def test_a_bad_label_studio_export_is_refused_naming_the_task(tmp_path, tasks, words):
     export = tmp_path / "export.json"
@@ -118,3 +124,37 @@ def test_a_bad_label_studio_export_is_refused_naming_the_task(tmp_path, tasks, w
 def test_nothing_to_ask_about_says_why(workspace):
     r = runner.invoke(app, ["label-queue", "-n", "5"])
     assert r.exit_code == 2 and "no logged input of v0001 to ask about" in r.output, r.output
+
+
+def test_a_malformed_export_in_the_inbox_is_rejected_and_the_next_batch_still_merges(workspace):
+    p = load_params("params.yaml")
+    inbox = Path(p.paths.inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "a-broken-export.json").write_text(json.dumps([{"data": {"text": "hi"}, "annotations": ["spam"]}]))
+    (inbox / "b-good-export.json").write_text(json.dumps([
+        {"data": {"text": "claim your free prize now"}, "annotations": [{"result": [{"value": {"choices": ["spam"]}}]}]},
+        {"data": {"text": "see you at lunch"}, "annotations": [{"result": [{"value": {"choices": ["ham"]}}]}]}]))
+    before = len(pd.read_csv("data/t.csv"))
+    bad, good = ingest_all("params.yaml")
+    assert not bad.accepted and "'annotations' is not a list of objects" in " ".join(bad.reasons)
+    assert (inbox / "rejected" / "a-broken-export.json").exists() and not (inbox / "a-broken-export.json").exists()
+    assert good.accepted and good.merged == 2 and len(pd.read_csv("data/t.csv")) == before + 2
+
+
+def test_an_export_is_ingested_into_a_header_less_tsv_dataset(workspace):
+    import yaml
+
+    rows = pd.read_csv("data/t.csv")
+    Path("data/t.tsv").write_text("".join(f"{lbl}\t{txt}\n" for txt, lbl in zip(rows["text"], rows["label"],
+                                                                                  strict=True)))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["data"] = {"path": "data/t.tsv", "header": False, "columns": ["label", "text"], "format": "tsv"}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    p = load_params("params.yaml")
+    inbox = Path(p.paths.inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "export.json").write_text(json.dumps([
+        {"data": {"text": "win a free holiday now"}, "annotations": [{"result": [{"value": {"choices": ["spam"]}}]}]}]))
+    [result] = ingest_all("params.yaml")
+    assert result.accepted and result.merged == 1, result.reasons
+    assert Path("data/t.tsv").read_text().splitlines()[-1] == "spam\twin a free holiday now"
