@@ -77,6 +77,19 @@ def scan_class_folders(root: Path, prepare: PrepareParams, extensions: tuple[str
     return rows, sorted(classes), skipped
 
 
+def resolved(path: Path) -> tuple[Path, str]:
+    """The file a path names, or why it names none: a symbolic-link loop or a dangling link is a
+    row's error (named, set aside), never a crash of the scan."""
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13: a loop
+        return path, "symbolic-link loop: the link points back at itself; replace it with the file"
+    except OSError as exc:
+        what = "symbolic-link loop" if exc.errno == 40 else "a link to nothing (its target is gone)"
+        return path, f"{what}; replace it with the file or remove it"
+    return target, ""
+
+
 def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     """Hash one file and read its image header (no full decode). Runs in worker processes."""
     root, rel = args
@@ -84,7 +97,10 @@ def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     facts: dict[str, Any] = {"sha256": None, "bytes": None, "width": None, "height": None,
                              "mode": None, "format": None, "error": None}
     real_root = Path(root).resolve()
-    target = path.resolve()
+    target, why = resolved(path)
+    if why:
+        facts["error"] = why
+        return facts
     if path.is_symlink() and not target.is_relative_to(real_root):
         facts["error"] = (f"symlink points outside the data root (to {target}); "
                           f"copy the file into {root} instead of linking to it")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.inputs import InputRejected, TooLarge
+from pipeline.data.image_files import resolved
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_DBFS = -50.0  # a 20 ms frame quieter than this (RMS, dB full scale) counts as silence
@@ -99,7 +100,10 @@ def audio_facts(args: tuple[str, str]) -> dict[str, Any]:
     path = Path(root) / rel
     facts: dict[str, Any] = {"sha256": None, "bytes": None, "seconds": None, "sample_rate": None,
                              "channels": None, "format": None, "error": None}
-    target = path.resolve()
+    target, why = resolved(path)
+    if why:
+        facts["error"] = why
+        return facts
     if path.is_symlink() and not target.is_relative_to(Path(root).resolve()):
         facts["error"] = f"symlink points outside the data root; copy the file into {root} instead of linking to it"
         return facts

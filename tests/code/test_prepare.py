@@ -8,6 +8,7 @@ from conftest import SHARED, solid_image
 from pipeline.core.artifacts import Workspace
 from pipeline.core.config import parse_params
 from pipeline.core.errors import DataError
+from pipeline.core.params import DataParams, PrepareParams
 from pipeline.data.prepare import MANIFEST_COLUMNS, assign_split, prepare_data, run_prepare
 
 
@@ -152,7 +153,7 @@ def test_missing_data_path(tmp_path):
 
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty holds no image files.*<class>/<image>"):
+    with pytest.raises(DataError, match=r"empty holds no images.*<class>/<file>"):
         _prep(tmp_path / "empty")
 
 
@@ -220,3 +221,15 @@ def test_exif_orientation_is_applied_in_prepare_and_in_the_training_loader(tmp_p
     m = _prep(tmp_path / "ds").manifest
     assert (m["width"].item(), m["height"].item()) == (20, 60)
     assert open_image(root / "turned.jpg", "turned.jpg").size == (20, 60)
+
+
+def test_a_symlink_loop_or_a_dangling_link_in_the_data_is_a_named_row_not_a_crash(image_tree):
+    root = image_tree({"cat": 3, "dog": 3})
+    (root / "cat" / "loop1.png").symlink_to("loop2.png")
+    (root / "cat" / "loop2.png").symlink_to("loop1.png")
+    (root / "dog" / "gone.png").symlink_to("nowhere.png")
+    m = prepare_data(root, DataParams(path=str(root)), PrepareParams(workers=1)).manifest
+    errors = dict(zip(m["path"], m["error"], strict=True))
+    assert "symbolic-link loop" in errors["cat/loop1.png"] and "symbolic-link loop" in errors["cat/loop2.png"]
+    assert "a link to nothing" in errors["dog/gone.png"]
+    assert m["error"].isna().sum() == 6
