@@ -190,6 +190,9 @@ class ServeParams(Section):
     flush_seconds: float = Field(5.0, gt=0, description="... and at least this often")
     token_file: str = Field("", description="a file holding the bearer token clients must send (a mounted "
                                             "Secret); the GRAFT_API_TOKEN environment variable wins; '' = none")
+    keep_inputs_days: float = Field(30.0, ge=0, description="log parts and kept inputs older than this are "
+                                                          "deleted by the monitoring run; 0 = keep forever")
+    keep_inputs_mb: float = Field(10240.0, ge=0, description="kept inputs beyond this size go, oldest first; 0 = no cap")
     keep_inputs: bool = Field(True, description="log texts, keep images and audio (log/inputs/): for the label queue")
 
     def input_limits(self) -> dict[str, float]:

@@ -34,6 +34,7 @@ from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
 from pipeline.production.realised import load_labels, realised_performance
 from pipeline.production.reference import load_reference, reference_rows
+from pipeline.production.retention import prune_log
 from pipeline.production.rule import DriftRule, drift_rule
 from pipeline.release.registry import Registry, champion_dir
 
@@ -234,6 +235,7 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
     reference = load_reference(model_dir)
     features = get_modality(json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8"))["modality"]
                             ).feature_names
+    read_from_log = current is None
     if current is None:
         current = read_log(params.paths.log, hours=mp.window_hours, now=now)
         if len(current):
@@ -242,6 +244,10 @@ def run_monitor(params: Params, out_dir: str | Path, now: datetime | None = None
     window = {"hours": mp.window_hours, "max_records": mp.window_records, "end": now.isoformat(),
               "log": params.paths.log,
               "skipped_parts": {name: why for name, why in current.attrs.get("skipped_parts", [])}}
+    if read_from_log:  # retention, once the window is read; never inside a window
+        sp = params.serve
+        keep = max(sp.keep_inputs_days, mp.window_hours / 24) if sp.keep_inputs_days else 0.0
+        window["pruned"] = prune_log(params.paths.log, keep, sp.keep_inputs_mb, now).to_dict()
     base = dict(champion=name, current_records=len(current), reference_records=len(reference), window=window,
                 reference_rows=reference_rows(reference) if "split" in reference else {})
     if len(current) < mp.min_records:

@@ -140,3 +140,31 @@ def test_a_broken_part_or_an_odd_folder_is_named_and_set_aside_the_rest_is_read(
                                                            "part-schema.parquet", "part-0.parquet"}
         assert "date=YYYY-MM-DD/hour=HH" in skipped["date=yesterday/hour=noon/part-0.parquet"]
     assert "part-truncated.parquet" in caplog.text
+
+
+def test_retention_prunes_old_parts_and_inputs_and_caps_the_kept_bytes(tmp_path):
+    import os
+
+    from pipeline.production.retention import prune_log
+
+    log = ProductionLog(tmp_path / "log", flush_records=5, flush_seconds=3600)
+    log.append(_records(5))
+    digests = [log.keep_input(bytes([i]) * 1000, ".png") for i in range(4)]
+    log.close()
+    part = next((tmp_path / "log").glob("date=*/hour=*/part-*.parquet"))
+    old = tmp_path / "log" / "date=2020-01-01" / "hour=00"
+    old.mkdir(parents=True)
+    (old / "part-old.parquet").write_bytes(part.read_bytes())
+    kept = sorted((tmp_path / "log" / "inputs").rglob("*.png"))
+    ancient = time.time() - 40 * 86400
+    for i, f in enumerate(kept):  # two of them 40 days old
+        if f.name.startswith((digests[0], digests[1])):
+            os.utime(f, (ancient + i, ancient + i))
+    pruned = prune_log(str(tmp_path / "log"), keep_days=30, max_inputs_mb=0)
+    assert pruned.parts == 1 and pruned.inputs == 2 and pruned.bytes == 2000
+    assert len(read_log(tmp_path / "log")) == 5  # this hour's part stays
+    assert len(list((tmp_path / "log" / "inputs").rglob("*.png"))) == 2
+    capped = prune_log(str(tmp_path / "log"), keep_days=0, max_inputs_mb=1500 / 2**20)
+    assert capped.inputs == 1 and len(list((tmp_path / "log" / "inputs").rglob("*.png"))) == 1
+    assert prune_log(str(tmp_path / "log"), keep_days=0, max_inputs_mb=0).to_dict() == {"parts": 0, "inputs": 0,
+                                                                                          "bytes": 0}
