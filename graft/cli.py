@@ -66,6 +66,12 @@ def _report(exc: BaseException) -> int:
                "pip install 'graft[full]' (the whole pipeline; 'graft[serve]' runs `graft serve` and `graft score` only)")
         console.print(f"[bold red]error:[/] {render.esc(why)}", soft_wrap=True)
         return 2
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):  # the Prefect server's auth: say which setting, never the secret
+        why = (f"the Prefect server at {os.environ.get('PREFECT_API_URL', '?')} refused the request ({status}): set "
+               "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)")
+        console.print(f"[bold red]error:[/] {render.esc(why)}", soft_wrap=True)
+        return 2
     console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {render.esc(str(exc))}", soft_wrap=True)
     if not _state["debug"]:
         console.print("run with --debug for the traceback")

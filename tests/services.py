@@ -78,11 +78,13 @@ def psql(url: str, sql: str) -> str:
 
 
 @contextmanager
-def prefect_server(home: Path, database_url: str) -> Iterator[str]:
-    """`prefect server start` on a free loopback port with its database at `database_url`; yields the API URL."""
+def prefect_server(home: Path, database_url: str, auth: str | None = None) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with its database at `database_url` (and, with
+    `auth`, Prefect's basic auth: PREFECT_SERVER_API_AUTH_STRING); yields the API URL."""
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+           **({"PREFECT_SERVER_API_AUTH_STRING": auth} if auth else {})}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",

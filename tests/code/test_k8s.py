@@ -79,6 +79,10 @@ def test_the_manifests_agree_with_the_code():
     token = next(e for e in serve_env if e["name"] == "GRAFT_API_TOKEN")
     assert token["valueFrom"]["secretKeyRef"] == {"name": "graft-api-token", "key": "token"}
     assert set(_by_kind("Secret", "graft-api-token")["stringData"]) == {"token"}
+    assert set(_by_kind("Secret", "graft-prefect-auth")["stringData"]) == {"PREFECT_API_AUTH_STRING"}
+    for worker in (d for d in _docs() if d["kind"] == "Deployment" and d["metadata"]["name"] != "graft-serve"):
+        refs = [e.get("secretRef", {}).get("name") for e in worker["spec"]["template"]["spec"]["containers"][0]["envFrom"]]
+        assert "graft-prefect-auth" in refs, worker["metadata"]["name"]
     cpu = _by_kind("Deployment", "graft-worker-cpu")["spec"]["template"]["spec"]["containers"][0]
     assert cpu["command"][:4] == ["graft", "worker", "--pool", params.schedule.monitoring_pool]
     gpu = _by_kind("Deployment", "graft-worker-gpu")["spec"]["template"]["spec"]["containers"][0]

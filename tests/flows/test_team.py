@@ -8,6 +8,7 @@ filesystem); their stage outputs are their own.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -29,11 +30,14 @@ from pipeline.release.registry import Registry
 pytestmark = pytest.mark.skipif(postgres_bin() is None and not os.environ.get("GRAFT_REQUIRE_SERVICES"),
                                 reason="PostgreSQL is not installed (.ci/run installs it)")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+AUTH = "graft:team-test-auth-5e1f"  # the server's PREFECT_SERVER_API_AUTH_STRING, every client's PREFECT_API_AUTH_STRING
 
 
-def _api(url: str, path: str, body: dict | None = None) -> object:
+def _api(url: str, path: str, body: dict | None = None, auth: str | None = AUTH) -> object:
+    headers = {"content-type": "application/json",
+               **({"authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {})}
     req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json"}, method="POST" if body is not None else "GET")
+                                 headers=headers, method="POST" if body is not None else "GET")
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -77,8 +81,18 @@ def test_deployments_on_a_postgres_backed_server_run_on_two_pools(tmp_path, tiny
     gpu = _workspace(tmp_path / "gpu-machine", shared, tiny_bert_dir)
     (tmp_path / "prefect").mkdir()
     start = time.perf_counter()
-    with postgres() as db, prefect_server(tmp_path / "prefect", db) as api:
-        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
+    with postgres() as db, prefect_server(tmp_path / "prefect", db, auth=AUTH) as api:
+        # with the server's auth on, a client without the auth string is refused, one with it is not
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _api(api, "/deployments/filter", {}, auth=None)
+        assert refused.value.code == 401
+        no_auth = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect")}
+        no_auth.pop("PREFECT_API_AUTH_STRING", None)
+        denied = subprocess.run([sys.executable, "-m", "graft.cli", "deploy"], cwd=cpu, env=no_auth,
+                                capture_output=True, text=True, timeout=300)
+        assert denied.returncode == 2 and "PREFECT_API_AUTH_STRING" in denied.stderr + denied.stdout, denied.stderr
+        assert AUTH not in denied.stdout + denied.stderr
+        env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_WORKER_QUERY_SECONDS": "1",
                "PREFECT_HOME": str(tmp_path / "prefect"), "NO_COLOR": "1", "COLUMNS": "200"}
         graft = [sys.executable, "-m", "graft.cli"]
         deployed = subprocess.run([*graft, "deploy"], cwd=cpu, env=env, capture_output=True, text=True, timeout=300)
