@@ -47,3 +47,25 @@ def git_commit() -> str | None:
                               timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def shown_path(value: Any, base: Path | None = None) -> Any:
+    """A path as a card may show it: relative inside the workspace, `…/<folder>/<name>` outside
+    it (no machine's layout, user or home folder); anything that is not an absolute path as it is."""
+    if not isinstance(value, str) or "://" in value or not value.startswith(("/", "~")):
+        return value
+    path = Path(value).expanduser()
+    base = (base or Path.cwd()).resolve()
+    try:
+        return path.resolve().relative_to(base).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        return "…/" + "/".join(path.parts[-2:])
+
+
+def shown_paths(value: Any, base: Path | None = None) -> Any:
+    """`shown_path` over every string of a nested structure (params as a card prints them)."""
+    if isinstance(value, dict):
+        return {k: shown_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown_paths(v, base) for v in value]
+    return shown_path(value, base)

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.config import section_dict
-from pipeline.core.lineage import DataVersion, git_commit
+from pipeline.core.lineage import DataVersion, git_commit, shown_path, shown_paths
 from pipeline.core.params import Params
 from pipeline.release.decision import GateDecision
 
@@ -51,16 +51,18 @@ def model_card(version: str, info: dict[str, Any], decision: GateDecision, metri
                data: DataVersion | None) -> str:
     metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     p = exported["parity"]
-    tracked = (f"{data.md5} (DVC, tracked by `{data.tracked_by}`)" if data else
-               f"not tracked by DVC (`dvc add {params.data.path}` versions it)")
+    data_path = shown_path(params.data.path)  # no machine path in a card: relative, or …/folder/name
+    tracked = (f"{data.md5} (DVC, tracked by `{shown_path(str(data.tracked_by))}`)" if data else
+               "not tracked by DVC" + (f" (`dvc add {data_path}` versions it)" if not data_path.startswith("…")
+                                       else " (it lies outside the workspace: its version is the run's dvc.lock)"))
     return f"""# Model card: {version}
 
 **Status:** {decision.status}
 
 ## Lineage
-- Data: `{params.data.path}`, version {tracked}
+- Data: `{data_path}`, version {tracked}
 - Code (git commit): {git_commit() or 'unknown'}
-- Base checkpoint: {info['name']} from {info['source']}
+- Base checkpoint: {info['name']} from {shown_path(info['source'])}
 - Transfer strategy: {info['strategy']}
 {_training_lines(info)}
 - Labels: {', '.join(info['labels'])}
@@ -85,5 +87,5 @@ max |logit difference| {p['max_abs_diff_logits']:.2e}, top-1 agreement {p['top1_
 
 ## Params
 ```yaml
-{yaml.safe_dump(section_dict(params, 'select', 'train', 'gate'), sort_keys=False)}```
+{yaml.safe_dump(shown_paths(section_dict(params, 'select', 'train', 'gate')), sort_keys=False, allow_unicode=True)}```
 """

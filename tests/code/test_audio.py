@@ -184,6 +184,9 @@ def test_audio_runs_end_to_end_and_is_served_scored_and_monitored(audio_workspac
     meta = json.loads((model_dir / "preprocess.json").read_text())
     assert meta["modality"] == "audio" and meta["inputs"] == ["input_features", "attention_mask"]
     assert meta["preprocess"]["window_seconds"] == 1.0  # fitted to the clips, not Whisper's 30 s
+    card = (audio_workspace / "registry" / "versions" / name / "card.md").read_text()
+    assert "tiny-whisper from …/" in card and "- Data: `data/clips`" in card
+    assert str(audio_workspace.parent) not in card  # no machine path in a card
     log = ProductionLog(p.paths.log, flush_records=1)
     with TestClient(create_app(p, log)) as client:
         files = [("files", ("a.wav", _wav_bytes(tone(300, 0.6, 8000), 8000), "audio/wav")),
