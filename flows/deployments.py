@@ -25,6 +25,34 @@ from flows.training import training_flow
 from pipeline.core.config import load_params
 
 TRAINING = "graft-training"
+CRASH_WATCH = "graft: flow runs whose process died"
+
+
+def heartbeat_seconds(crashed_after: float) -> int:
+    """Each flow run's heartbeat (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set by `graft worker --pool`):
+    at least two beats fit in schedule.crashed_after_seconds, so one late beat is no crash; Prefect
+    accepts no beat faster than every 30 s."""
+    return max(30, int(crashed_after // 3))
+
+
+def crash_watch(crashed_after: float) -> Any:
+    """The automation that marks a flow run CRASHED when its heartbeats stop (its worker or its
+    machine died mid-run): without it such a run stays RUNNING on the server for ever."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    final = ["Completed", "Failed", "Cancelled", "Crashed"]
+    return Automation(
+        name=CRASH_WATCH, description="graft deploy: a flow run whose heartbeats stop is marked crashed",
+        trigger=EventTrigger(match={"prefect.resource.id": "prefect.flow-run.*"},
+                             after={"prefect.flow-run.heartbeat"},
+                             expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in final)},
+                             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+                             within=timedelta(seconds=crashed_after)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {crashed_after:g} s: the run's process died")])
 
 
 def deployments(params_file: str = "params.yaml", to_pools: bool = False) -> list[Any]:
@@ -89,4 +117,7 @@ def register(params_file: str = "params.yaml") -> list[Registered]:
             when = next((str(getattr(s.schedule, "cron", None) or getattr(s.schedule, "interval", ""))
                          for s in d.schedules or []), "none")
             out.append(Registered(f"{d.flow_name}/{d.name}", pool, when, pool in created))
+        for old in client.read_automations_by_name(CRASH_WATCH):  # applying again replaces it
+            client.delete_automation(old.id)
+    crash_watch(load_params(params_file).schedule.crashed_after_seconds).create()
     return out

@@ -114,13 +114,23 @@ def init_workspace(root: Path, data: Path, *, force: bool = False, model: str | 
     if existing and not force:
         raise GraftError(f"{root} is already a workspace ({', '.join(existing)} exist); nothing was changed. "
                          "Pass --force to rewrite params.yaml and dvc.yaml")
-    data = data.expanduser().resolve()
+    try:
+        data = data.expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise GraftError(f"--data {data}: no such file or folder (or a symbolic-link loop); pass the data itself"
+                         ) from None
     if data == root:
         raise GraftError(f"--data {data} is the workspace itself; put the data in a folder inside it, e.g. {root}/data")
     detected = detect(data, text_column, label_column)  # a DataError here: nothing written yet
     inside = root in data.parents
     data_ref = data.relative_to(root).as_posix() if inside else str(data)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".graft-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise GraftError(f"cannot write in {root} ({exc.strerror}); choose a folder you can write to") from None
     git_root = _git_root(root)
     scm = "none" if git_root is None else ("git" if git_root == root else "git (sub-folder)")
     written = []

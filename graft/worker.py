@@ -73,8 +73,12 @@ def run_pool_worker(pool: str, params_file: Path, console: Console, limit: int |
 
     require_server("graft worker --pool needs a Prefect server",
                    " (without --pool, graft worker serves every deployment from this machine alone)")
-    load_params(params_file)  # a workspace with a readable params file, or a clear error now
-    env = {**os.environ, WORKSPACE_ENV: str(Path.cwd())}
+    p = load_params(params_file)  # a workspace with a readable params file, or a clear error now
+    from flows.deployments import heartbeat_seconds
+
+    # flow runs send heartbeats; `graft deploy`'s automation marks one crashed when they stop
+    beat = str(heartbeat_seconds(p.schedule.crashed_after_seconds))
+    env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": beat, **os.environ, WORKSPACE_ENV: str(Path.cwd())}
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
            *(["--limit", str(limit)] if limit else [])]
     console.print(f"worker for pool {pool} on {os.environ['PREFECT_API_URL']}; workspace {Path.cwd()}")

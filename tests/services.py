@@ -57,12 +57,27 @@ def postgres(database: str = "prefect") -> Iterator[str]:
         "start")
     try:
         run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "graft", database)
-        yield f"postgresql+asyncpg://graft@127.0.0.1:{port}/{database}"
+        url = f"postgresql+asyncpg://graft@127.0.0.1:{port}/{database}"
+        _RESTART[url] = lambda: run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
+                                    "-t", "60", "-m", "fast", "-o", options, "restart")
+        yield url
     finally:
         try:
             run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+_RESTART: dict[str, object] = {}
+
+
+def restart_postgres(url: str) -> float:
+    """Restart the server `postgres()` started at `url` (every connection dropped); its seconds."""
+    import time
+
+    start = time.perf_counter()
+    _RESTART[url]()
+    return time.perf_counter() - start
 
 
 def psql(url: str, sql: str) -> str:

@@ -239,6 +239,9 @@ class ScheduleParams(Section):
     training_pool: str = Field("graft-gpu", min_length=1, description="training_flow's work pool")
     monitoring_pool: str = Field("graft-cpu", min_length=1, description="monitoring_flow's work pool")
     ingest_pool: str = Field("graft-cpu", min_length=1, description="ingest_flow's work pool")
+    crashed_after_seconds: float = Field(120.0, ge=60, description="`graft deploy`: a flow run with no heartbeat "
+                                         "for this long (its worker or machine died) is marked crashed; runs beat "
+                                         "every third of it, at least every 30 s (Prefect's floor)")
 
 
 class PathsParams(Section):

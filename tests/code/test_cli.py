@@ -191,3 +191,13 @@ paths: {{prepare: {tmp_path}/prep, validate: {tmp_path}/val, select: {tmp_path}/
     assert not (tmp_path / "cache").exists() and not list((tmp_path / "sel").glob("leaderboard*"))  # nothing done
     code, out = _run("select", "--params", p, "--set", "train.device=cpu")
     assert code == 0, out
+
+
+def test_init_names_a_symlink_loop_and_a_folder_it_cannot_write(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    r = runner.invoke(app, ["init", str(tmp_path / "ws"), "--data", str(tmp_path / "loop")])
+    assert r.exit_code == 2 and "symbolic-link loop" in r.output and not (tmp_path / "ws").exists()
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(20)))
+    r = runner.invoke(app, ["init", "/proc/graft-ws", "--data", str(data)])
+    assert r.exit_code == 2 and "cannot write in /proc/graft-ws" in r.output

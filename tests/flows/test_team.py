@@ -9,6 +9,7 @@ filesystem); their stage outputs are their own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import shifted_texts, spam_rows, spam_texts, text_params, write_rows
-from services import postgres, postgres_bin, prefect_server, psql
+from services import postgres, postgres_bin, prefect_server, psql, restart_postgres
 
 from pipeline.core.storage import Store
 from pipeline.release.registry import Registry
@@ -69,9 +70,32 @@ def _workspace(folder: Path, shared: Path, bert: Path) -> Path:
                          paths={"registry": str(shared / "registry"), "inbox": str(shared / "inbox"),
                                 "log": str(shared / "log")},
                          schedule={"training_cron": "0 3 1 1 *", "monitoring_minutes": 10000.0,
-                                   "ingest_minutes": 10000.0})
+                                   "ingest_minutes": 10000.0, "crashed_after_seconds": 65.0})
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return folder
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started (a worker and its flow-run process): a machine dying."""
+    import psutil
+
+    root = psutil.Process(pid)
+    for proc in [*root.children(recursive=True), root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def _trigger(env: dict[str, str], deployment: str) -> None:
+    subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", deployment], env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+
+
+def _registry_whole(registry: Path) -> None:
+    """The champion points at a complete version; no version folder is half-written."""
+    champion = json.loads((registry / "champion.json").read_text())["version"]
+    for version in (registry / "versions").iterdir():
+        assert (version / "card.md").exists() and (version / "onnx" / "model.onnx").exists(), version
+    assert (registry / "versions" / champion).is_dir()
 
 
 def test_deployments_on_a_postgres_backed_server_run_on_two_pools(tmp_path, tiny_bert_dir):
@@ -134,6 +158,42 @@ def test_deployments_on_a_postgres_backed_server_run_on_two_pools(tmp_path, tiny
             assert (skipped["state_type"], skipped["state_name"]) == ("CANCELLED", "Skipped"), skipped
             assert "another graft run" in skipped["state"]["message"]
             assert int(psql(db, "select count(*) from flow_run")) >= 3  # the server's state is in PostgreSQL
+
+            # faults: the training worker's machine dies mid-run (the worker and its flow-run process killed)
+            def trainings(state: str):
+                return lambda rs: sum(r["flow"] == "training-flow" and r["state_type"] == state for r in rs)
+
+            done_before = trainings("COMPLETED")(runs)
+            _trigger(env, "training-flow/graft-training")
+            _wait(api, lambda rs: trainings("RUNNING")(rs) == 1, "a training run to start", timeout=300)
+            time.sleep(3)
+            _kill_tree(workers[1].pid)
+            killed = time.monotonic()
+            runs = _wait(api, lambda rs: trainings("CRASHED")(rs) == 1 and not trainings("RUNNING")(rs),
+                         "the dead run marked crashed", timeout=300)
+            crash_seconds = time.monotonic() - killed
+            crashed = next(r for r in runs if r["state_type"] == "CRASHED")
+            assert "no heartbeat" in crashed["state"]["message"]
+            with Registry(shared / "registry").lock():  # the dead holder's lock went with it
+                _registry_whole(shared / "registry")
+            workers[1] = subprocess.Popen([*graft, "worker", "--pool", "graft-gpu"], cwd=gpu, env=env,
+                                          stdout=open(gpu / "worker-2.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            _trigger(env, "training-flow/graft-training")  # the next run trains (and gates) as if nothing happened
+            _wait(api, lambda rs: trainings("COMPLETED")(rs) == done_before + 1 and not trainings("RUNNING")(rs)
+                  and not trainings("SCHEDULED")(rs) and not trainings("PENDING")(rs), "the next training run")
+            _registry_whole(shared / "registry")
+
+            # PostgreSQL restarts in the middle of a run: the run still completes
+            _trigger(env, "training-flow/graft-training")
+            _wait(api, lambda rs: trainings("RUNNING")(rs) == 1, "a training run to start", timeout=300)
+            restart_seconds = restart_postgres(db)
+            restarted = time.monotonic()
+            runs = _wait(api, lambda rs: trainings("COMPLETED")(rs) == done_before + 2 and not trainings("RUNNING")(rs),
+                         "the run across a database restart")
+            recovery_seconds = time.monotonic() - restarted
+            _registry_whole(shared / "registry")
+            print(f"\nworker killed mid-run: marked crashed after {crash_seconds:.0f} s (crashed_after_seconds 65); "
+                  f"PostgreSQL restart {restart_seconds:.1f} s, the run completed {recovery_seconds:.0f} s later")
         finally:
             for w in workers:
                 w.terminate()
