@@ -124,7 +124,7 @@ class Champion:
                 self.error = ""
             except Exception as exc:  # a broken new version must not take the service down
                 self._fail(f"champion {name} could not be loaded; still serving {serving}",
-                           f"could not load champion {name} from {model_dir}: {type(exc).__name__}: {exc}")
+                           f"could not load champion {name} from {self.registry.where()}: {type(exc).__name__}: {exc}")
 
     def _fail(self, public: str, detail: str) -> None:
         if detail != getattr(self, "_logged", ""):  # once per distinct cause, not at every refresh

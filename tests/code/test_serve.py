@@ -363,3 +363,39 @@ def test_odd_filenames_and_oversized_multipart_bodies_are_4xx_never_500(tmp_path
     log.close()
     kept = sorted(f.name for f in (tmp_path / p.paths.log / "inputs").rglob("*") if f.is_file())
     assert len(kept) == 1 and kept[0].endswith(".png")  # one copy, whatever names the clients chose
+
+
+def test_no_secret_or_machine_path_in_any_body_card_summary_or_log(workspace, monkeypatch, caplog):
+    """Sentinel secrets in the environment and the workspace's absolute path: none of them in any
+    HTTP body (good and bad requests), the model card, the run summary or the server's log."""
+    secrets = {"GRAFT_API_TOKEN": "sentinel-api-token-93ab", "AWS_SECRET_ACCESS_KEY": "sentinel-aws-secret-17cd",
+               "PREFECT_API_AUTH_STRING": "graft:sentinel-prefect-55ef"}
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
+    here = str(Path.cwd().resolve())
+    card = Path("registry/versions/v0001/card.md").read_text()
+    p = load_params("params.yaml")
+    log = ProductionLog(p.paths.log, flush_records=1)
+    auth = {"Authorization": f"Bearer {secrets['GRAFT_API_TOKEN']}"}
+    bodies = []
+    with caplog.at_level("INFO"), TestClient(create_app(p, log)) as c:
+        for method, path, kwargs in [
+                ("post", "/predict", {"json": {"text": "free prize"}}), ("post", "/predict", {"json": {"text": 1}}),
+                ("post", "/predict", {"content": b"{", "headers": {"content-type": "application/json"}}),
+                ("post", "/predict", {"files": [("files", ("x.png", b"x", "image/png"))]}),
+                ("get", "/model", {}), ("get", "/health", {}), ("get", "/openapi.json", {}), ("get", "/docs", {})]:
+            for headers in ({}, auth):
+                kw = {**kwargs, "headers": {**kwargs.get("headers", {}), **headers}}
+                bodies.append(getattr(c, method)(path, **kw).text)
+    shutil.rmtree("registry")  # no champion: the 503 says so without a path
+    with caplog.at_level("INFO"), TestClient(create_app(p, log)) as c:
+        gone = c.post("/predict", json={"text": "hi"}, headers=auth)
+        assert gone.status_code == 503
+        bodies += [gone.text, c.get("/health").text]
+    log.close()
+    texts = {"bodies": "\n".join(bodies), "log": caplog.text, "card": card,
+             "summary": Path("outputs/gate/run-summary.json").read_text()}
+    for name, text in texts.items():
+        for value in [*secrets.values(), here, str(Path.home())]:
+            assert value not in text, (name, value)
+    assert "graft run" in bodies[-2] and "Model card: v0001" in card
