@@ -169,10 +169,14 @@ def ingest_batch(p: Params, batch: str | Path, inbox: str | Path | None = None,
             result.rows, result.quarantined = int(summary["rows"]), int(summary["quarantined"])
             if not len(report.accepted):
                 raise DataError(f"{batch}: no row passed validation")
-            if get_modality(report.modality).folder_data:
-                result.merged = _merge_files(report.accepted, source, data_path)
-            else:
-                result.merged = _merge_text(report.accepted, source, data_path, p, bp.data)
+            try:
+                if get_modality(report.modality).folder_data:
+                    result.merged = _merge_files(report.accepted, source, data_path)
+                else:
+                    result.merged = _merge_text(report.accepted, source, data_path, p, bp.data)
+            except OSError as exc:  # a read-only or full dataset folder: named, the batch kept for later
+                raise DataError(f"cannot write into {data_path} ({exc.strerror}: {exc.filename or data_path}); "
+                                "make it writable, then move the batch from rejected/ back into the inbox") from None
             result.accepted = True
             result.labelled = report.accepted[["sha256", "label"]].copy()
             result.reasons.append(f"{result.merged} of {result.rows} rows merged into {data_path}"

@@ -98,3 +98,18 @@ def test_score_skips_and_names_what_is_not_a_text_and_scores_the_rest(workspace)
     for row, why in [(2, "text is a number"), (3, "text is a list"), (4, "has no visible character"),
                      (5, "text is a null"), (7, "line 7 is a JSON list, not an object")]:
         assert f"in.jsonl:{row}" in r.output and why in r.output, (row, r.output)
+
+
+def test_a_dataset_it_cannot_write_rejects_the_batch_naming_the_folder(workspace, monkeypatch):
+    import pipeline.data.ingest as ingest_mod
+
+    def read_only(path, *_a, **_k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ingest_mod, "append_rows", read_only)
+    before = Path("data/t.csv").read_text()
+    Path("data/inbox").mkdir(parents=True)
+    pd.DataFrame({"text": ["free cash prize now"] * 4, "label": ["spam"] * 4}).to_csv("data/inbox/b.csv", index=False)
+    r = runner.invoke(app, ["ingest"])
+    assert r.exit_code == 0 and "b.csv: rejected" in r.output and "cannot write into data/t.csv" in r.output
+    assert Path("data/inbox/rejected/b.csv").exists() and Path("data/t.csv").read_text() == before

@@ -225,9 +225,13 @@ def _health(port: int) -> dict:
         return {}
 
 
+SERVE_TOKEN = "team-serve-token-0c4d"  # every replica's GRAFT_API_TOKEN
+
+
 def _predict(port: int, texts: list[str]) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"texts": texts}).encode(),
-                                 headers={"content-type": "application/json"})
+                                 headers={"content-type": "application/json",
+                                          "authorization": f"Bearer {SERVE_TOKEN}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200
 
@@ -254,9 +258,10 @@ def test_the_production_loop_across_machines_on_postgres_and_s3(tmp_path, tiny_b
         (machines[name] / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (tmp_path / "prefect").mkdir()
     procs: list[subprocess.Popen] = []
-    with postgres() as db, prefect_server(tmp_path / "prefect", db) as api:
+    with postgres() as db, prefect_server(tmp_path / "prefect", db, auth=AUTH) as api:
         def env(machine: str) -> dict[str, str]:
-            return {**os.environ, "PREFECT_API_URL": api, "PREFECT_WORKER_QUERY_SECONDS": "1",
+            return {**os.environ, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": AUTH, "GRAFT_API_TOKEN": SERVE_TOKEN,
+                    "PREFECT_WORKER_QUERY_SECONDS": "1",
                     "PREFECT_HOME": str(tmp_path / "prefect"), "GRAFT_CACHE_DIR": str(tmp_path / machine / ".cache"),
                     "NO_COLOR": "1"}
 
