@@ -117,8 +117,8 @@ def init_workspace(root: Path, data: Path, *, force: bool = False, model: str | 
     try:
         data = data.expanduser().resolve(strict=True)
     except (OSError, RuntimeError):
-        raise GraftError(f"--data {data}: no such file or folder (or a symbolic-link loop); pass the data itself"
-                         ) from None
+        raise GraftError(f"--data {data} does not exist (or is a symbolic-link loop); pass a folder of class "
+                         "folders or a CSV/TSV/Parquet/JSONL file") from None
     if data == root:
         raise GraftError(f"--data {data} is the workspace itself; put the data in a folder inside it, e.g. {root}/data")
     detected = detect(data, text_column, label_column)  # a DataError here: nothing written yet
