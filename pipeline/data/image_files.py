@@ -90,28 +90,31 @@ def resolved(path: Path) -> tuple[Path, str]:
     return target, ""
 
 
+def read_data_file(root: str, rel: str) -> tuple[bytes | None, str | None]:
+    """A data file's bytes, or None and why not: a symbolic-link loop or dangling link, a link out
+    of the data root or to a folder, a file that cannot be read."""
+    path = Path(root) / rel
+    target, why = resolved(path)
+    if why:
+        return None, why
+    if path.is_symlink() and not target.is_relative_to(Path(root).resolve()):
+        return None, (f"symlink points outside the data root (to …/{target.parent.name}/{target.name}); copy the "
+                      f"file into {root} instead of linking to it")
+    if target.is_dir():
+        return None, "symlinked folder inside a class folder; copy its files in instead"
+    try:
+        return target.read_bytes(), None
+    except OSError as exc:
+        return None, f"cannot read file: {exc.strerror}; check its permissions"
+
+
 def image_facts(args: tuple[str, str]) -> dict[str, Any]:
     """Hash one file and read its image header (no full decode). Runs in worker processes."""
     root, rel = args
-    path = Path(root) / rel
     facts: dict[str, Any] = {"sha256": None, "bytes": None, "width": None, "height": None,
                              "mode": None, "format": None, "error": None}
-    real_root = Path(root).resolve()
-    target, why = resolved(path)
-    if why:
-        facts["error"] = why
-        return facts
-    if path.is_symlink() and not target.is_relative_to(real_root):
-        facts["error"] = (f"symlink points outside the data root (to {target}); "
-                          f"copy the file into {root} instead of linking to it")
-        return facts
-    if target.is_dir():
-        facts["error"] = "symlinked folder inside a class folder; copy its images in instead"
-        return facts
-    try:
-        data = target.read_bytes()
-    except OSError as exc:
-        facts["error"] = f"cannot read file: {exc.strerror}; check its permissions"
+    data, facts["error"] = read_data_file(root, rel)
+    if data is None:
         return facts
     facts["sha256"] = hashlib.sha256(data).hexdigest()
     facts["bytes"] = len(data)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.inputs import InputRejected, TooLarge
-from pipeline.data.image_files import resolved
+from pipeline.data.image_files import read_data_file
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_DBFS = -50.0  # a 20 ms frame quieter than this (RMS, dB full scale) counts as silence
@@ -97,20 +97,10 @@ def audio_features(wave: np.ndarray, rate: int) -> dict[str, float]:
 def audio_facts(args: tuple[str, str]) -> dict[str, Any]:
     """Hash one file and read its header (duration, rate, channels, format) without decoding it."""
     root, rel = args
-    path = Path(root) / rel
     facts: dict[str, Any] = {"sha256": None, "bytes": None, "seconds": None, "sample_rate": None,
                              "channels": None, "format": None, "error": None}
-    target, why = resolved(path)
-    if why:
-        facts["error"] = why
-        return facts
-    if path.is_symlink() and not target.is_relative_to(Path(root).resolve()):
-        facts["error"] = f"symlink points outside the data root; copy the file into {root} instead of linking to it"
-        return facts
-    try:
-        data = target.read_bytes()
-    except OSError as exc:
-        facts["error"] = f"cannot read file: {exc.strerror}; check its permissions"
+    data, facts["error"] = read_data_file(root, rel)
+    if data is None:
         return facts
     facts.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     try:

@@ -117,6 +117,15 @@ class ProductionLog:
         self.close()
 
 
+def part_hour(part: PurePosixPath) -> datetime | None:
+    """The hour a log part's folders (date=YYYY-MM-DD/hour=HH) name; None for any other folders."""
+    try:
+        return datetime.strptime(f"{part.parent.parent.name[5:]} {part.parent.name[5:]}",
+                                 "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
 def read_log(root: str | Path, hours: float | None = None, last: int = 0,
              now: datetime | None = None) -> pd.DataFrame:
     """Records of the last `hours` (all when None), at most the latest `last` (0 = all), oldest first.
@@ -130,10 +139,8 @@ def read_log(root: str | Path, hours: float | None = None, last: int = 0,
     files, skipped = [], []
     for key in store.glob("date=*/hour=*/part-*.parquet"):
         part = PurePosixPath(str(key))
-        try:
-            hour = datetime.strptime(f"{part.parent.parent.name[5:]} {part.parent.name[5:]}",
-                                     "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-        except ValueError:
+        hour = part_hour(part)
+        if hour is None:
             skipped.append((_shown(store, part), "its folders are not date=YYYY-MM-DD/hour=HH"))
             continue
         if since is not None and hour + timedelta(hours=1) <= since:

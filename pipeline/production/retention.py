@@ -10,8 +10,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pipeline.core.storage import Store
-
-INPUTS = "inputs"  # as prodlog writes them: inputs/<sha[:2]>/<sha><suffix>
+from pipeline.production.prodlog import INPUTS, part_hour
 
 
 @dataclass(frozen=True)
@@ -48,11 +47,8 @@ def prune_log(root: str, keep_days: float, max_inputs_mb: float, now: datetime |
     if keep_days:
         cutoff = now - timedelta(days=keep_days)
         for key in store.glob("date=*/hour=*/part-*.parquet"):
-            part = PurePosixPath(str(key))
-            try:
-                hour = datetime.strptime(f"{part.parent.parent.name[5:]} {part.parent.name[5:]}",
-                                         "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-            except ValueError:
+            hour = part_hour(PurePosixPath(str(key)))
+            if hour is None:
                 continue  # not a part graft wrote: read_log names it, a person decides
             if hour + timedelta(hours=1) <= cutoff:
                 store.fs.rm(key)
