@@ -4,7 +4,7 @@ Reference: the champion's profile of its held-out (val and test) examples - summ
 predicted class, confidence, embedding - computed once at export with the served model and stored
 with the version. Current: the production log's records for that champion in the last
 `window_hours` (at most `window_records`). Evidently reports: DataDriftPreset over the summary
-features, confidence (Kolmogorov-Smirnov) and pred (chi-square), on every row, and
+features, confidence (Kolmogorov-Smirnov) and pred (a two-sample chi-square test: stattests.py), on every row, and
 EmbeddingsDrift (classifier ROC AUC) on the same number of rows from each side. The rule
 (`rule.py`) fires on any column or the embedding and says its false-alarm rate; at least
 `min_records` current records are needed; a retraining is triggered once per episode
@@ -28,7 +28,7 @@ import pandas as pd
 from pipeline.core.params import MonitorParams, Params
 from pipeline.core.storage import Store
 from pipeline.modalities.registry import get_modality
-from pipeline.production import performance_report
+from pipeline.production import performance_report, stattests
 from pipeline.production.estimate import estimate_performance
 from pipeline.production.novelty import novelty_test
 from pipeline.production.prodlog import read_log
@@ -83,7 +83,8 @@ def _embedding_rows(reference: pd.DataFrame, current: pd.DataFrame, rows: int,
     return out[0], out[1]
 
 
-COLUMN_TESTS = {"numerical": "ks", "categorical": "chisquare"}  # p-value tests, so the rule can set their level
+# p-value tests, so the rule can set their level; the categorical one is two-sample (stattests.py)
+COLUMN_TESTS = {"numerical": "ks", "categorical": stattests.NAME}
 
 
 def drift_tests(reference: pd.DataFrame, current: pd.DataFrame, features: list[str] | tuple[str, ...],
@@ -96,6 +97,7 @@ def drift_tests(reference: pd.DataFrame, current: pd.DataFrame, features: list[s
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
+    stattests.register()
     kinds = {**{c: ColumnType.Numerical for c in [*features, "confidence"]}, "pred": ColumnType.Categorical}
     rows = min(mp.embedding_sample, len(current), len(reference))
     rule = drift_rule(mp, len(kinds), rows)

@@ -5,6 +5,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import shifted_texts, spam_rows
@@ -62,7 +63,7 @@ def test_unseen_traffic_from_the_training_distribution_is_no_drift_and_shifted_t
     assert set(r.columns) == {"length", "word_count", "oov_share", "non_ascii_share", "confidence", "pred"}
     assert r.rule["false_alarm_rate"] == 0.02 and r.rule["column_alpha"] == pytest.approx(0.01 / 6)
     assert {c: r.columns[c]["method"] for c in ("length", "confidence", "pred")} == {
-        "length": "ks", "confidence": "ks", "pred": "chisquare"}, r.columns
+        "length": "ks", "confidence": "ks", "pred": "chi2_homogeneity"}, r.columns
     assert any("at most 2.0% of healthy windows are called drift" in x for x in r.reasons), r.reasons
     assert r.reasons[-1] == "monitor.trigger=drift: input drift does not hold: no retraining"
     assert r.reference_rows and sum(r.reference_rows.values()) == r.reference_records
@@ -183,3 +184,21 @@ def test_labels_that_arrive_give_the_realised_accuracy_beside_the_estimate(works
     assert real["records"] == len(labelled) and real["accuracy"] == pytest.approx(truth) and truth < 1
     assert 0 <= real["estimated_accuracy_same_records"] <= 1
     assert any(x.startswith(f"realised accuracy {truth:.3f} on the {len(labelled)} records") for x in r.reasons)
+
+
+def test_the_prediction_test_holds_its_level_when_the_reference_is_a_sample_too():
+    """No drift, a 300-row reference and 100-row windows, 10 classes: the two-sample test fires at
+    about its level; the goodness-of-fit test (the reference's shares taken as exact) fires far more."""
+    from scipy.stats import chisquare
+
+    from pipeline.production.stattests import _homogeneity
+
+    rng = np.random.default_rng(0)
+    alpha, trials, labels = 0.01, 1500, np.array(list("abcdefghij"))
+    ours = theirs = 0
+    for _ in range(trials):
+        ref, cur = pd.Series(rng.choice(labels, 300)), pd.Series(rng.choice(labels, 100))
+        ours += _homogeneity(ref, cur, None, alpha)[1]
+        rc, cc = ref.value_counts().reindex(labels, fill_value=0), cur.value_counts().reindex(labels, fill_value=0)
+        theirs += chisquare(cc, rc * (100 / 300))[1] < alpha
+    assert ours / trials < 2 * alpha < theirs / trials, (ours / trials, theirs / trials)
