@@ -113,13 +113,10 @@ def bare_session(ws: Path, clips: list[Path], clients: int, seconds: float) -> d
 def run(seconds: float = 20.0, clients: int = 8) -> dict:
     if not (FSDD.exists() and WHISPER.exists()):
         raise SystemExit(f"needs {FSDD} and {WHISPER}")
-    import bench.serve_load as serve_load
-
     work = Path(tempfile.mkdtemp(prefix="graft-bench-audio-serve-"))
     ws = _workspace(work)
     clips = _clips()
-    serve_load._bodies = lambda _modality: _bodies(clips)  # measure() sends these
-    served = measure(ws, "audio", 1, clients, seconds)
+    served = measure(ws, "audio", 1, clients, seconds, bodies=_bodies(clips))
     bare = bare_session(ws, clips, clients, seconds)
     shutil.rmtree(work, ignore_errors=True)
     return record("audio_serve", f"audio serving: 1 s clips, Whisper tiny.en probe, {clients} clients on loopback",

@@ -86,6 +86,13 @@ def _train(work: Path, params: dict[str, Any]) -> Predictor:
         os.chdir(cwd)
 
 
+def _class_folders(files: list[Path], data: Path) -> None:
+    """The files kept for training, copied into class folders named as their own."""
+    for p in files:
+        (data / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, data / p.parent.name / p.name)
+
+
 def trained_on_texts(name: str, frame: pd.DataFrame, strategy: str) -> tuple[Path, Predictor, pd.DataFrame]:
     """A champion trained (`graft run`, MiniLM) on the kept 70% of a text dataset; its workspace
     and the held-back rows."""
@@ -107,10 +114,7 @@ def trained_on_images(name: str, strategy: str) -> tuple[Path, Predictor, list[P
     files = sorted(p for p in CLOTHING.glob("*/*.jpg"))
     back = [held_back(p.relative_to(CLOTHING).as_posix()) for p in files]
     work = Path(tempfile.mkdtemp(prefix=f"graft-bench-{name}-"))
-    for p, b in zip(files, back, strict=True):
-        if not b:
-            (work / "data" / p.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, work / "data" / p.parent.name / p.name)
+    _class_folders([p for p, b in zip(files, back, strict=True) if not b], work / "data")
     predictor = _train(work, {"data": {"path": "data"},
                               "select": {"candidates": [{"name": "mobilenetv2_100", "weights": str(MOBILENET)}],
                                          "strategy": strategy},
@@ -293,10 +297,7 @@ def audio_dataset(windows: int, strategy: str, size: int = 100) -> dict:
     known = [p for p in files if "_nicolas_" not in p.name]
     back = [held_back(p.relative_to(FSDD).as_posix()) for p in known]
     work = Path(tempfile.mkdtemp(prefix="graft-bench-alarms-fsdd-"))
-    for p, b in zip(known, back, strict=True):
-        if not b:
-            (work / "data" / p.parent.name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, work / "data" / p.parent.name / p.name)
+    _class_folders([p for p, b in zip(known, back, strict=True) if not b], work / "data")
     predictor = _train(work, {"data": {"path": "data"},
                               "select": {"candidates": [{"name": "openai/whisper-tiny.en", "weights": str(WHISPER)}],
                                          "strategy": strategy},

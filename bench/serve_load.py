@@ -112,14 +112,16 @@ def _load(port: int, bodies: list[tuple[bytes, str]], clients: int, seconds: flo
     return latencies, errors[0]
 
 
-def measure(ws: Path, modality: str, workers: int, clients: int, seconds: float) -> dict:
+def measure(ws: Path, modality: str, workers: int, clients: int, seconds: float,
+            bodies: list[tuple[bytes, str]] | None = None) -> dict:
+    """`graft serve --workers N` in `ws` under load: the modality's demo requests, or `bodies`."""
     shutil.rmtree(ws / "production", ignore_errors=True)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "graft.cli", "serve", "--port", str(port), "--workers", str(workers)],
                             cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, 180, "graft serve did not start")
-        bodies = _bodies(modality)
+        bodies = bodies or _bodies(modality)
         warm, _ = _load(port, bodies, clients, 3.0)  # warm-up: every worker process loads and runs the model
         lat, errors = _load(port, bodies, clients, seconds)
     finally:

@@ -94,6 +94,7 @@ class Champion:
         self.variant, self.reload_seconds, self.limits = variant, reload_seconds, limits or {}
         self.predictor: Predictor | None = None
         self.error = ""
+        self._logged = ""  # the last cause written to the server log
         self._checked = 0.0
         self._lock = threading.Lock()
         self.refresh(force=True)
@@ -127,7 +128,7 @@ class Champion:
                            f"could not load champion {name} from {self.registry.where()}: {type(exc).__name__}: {exc}")
 
     def _fail(self, public: str, detail: str) -> None:
-        if detail != getattr(self, "_logged", ""):  # once per distinct cause, not at every refresh
+        if detail != self._logged:  # once per distinct cause, not at every refresh
             logger.warning("%s", detail)
             self._logged = detail
         self.error = public

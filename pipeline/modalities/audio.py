@@ -112,15 +112,6 @@ class AudioModality(Modality):
 
         return load_audio_encoder(name, weights, window_seconds(manifest), pretrained)
 
-    def layer_groups(self, module: Any) -> list[list[str]]:
-        from pipeline.model.backbone import transformer_groups
-
-        groups = transformer_groups(module)
-        # the convolutional front end (feature encoder, Whisper's conv1/conv2) sits below layer 0
-        front = [n for g in groups for n in g if ".conv" in n or "feature_" in n or "masked_spec" in n]
-        rest = [[n for n in g if n not in front] for g in groups]
-        return [g for g in [front, *rest] if g]
-
     def save_backbone(self, backbone: Any, folder: Path) -> None:
         backbone.module.encoder.config.save_pretrained(folder / "encoder")
 

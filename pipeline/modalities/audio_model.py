@@ -9,7 +9,6 @@ ones a 30 s input uses), and the mean pools only the frames that hold the clip.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,13 @@ from pipeline.modalities.audio_io import filters_for, model_input, read_audio, r
 from pipeline.model.backbone import (
     Backbone,
     Classifier,
+    TwoOutputs,
     UnsupportedCandidate,
     WeightsNotFound,
     display_name,
     hint,
     offline,
+    transformer_groups,
 )
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
@@ -49,6 +50,15 @@ class AudioEncoder(nn.Module):
             frames = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
         frames = frames.to(hidden.dtype).unsqueeze(-1)
         return (hidden * frames).sum(1) / frames.sum(1).clamp(min=1.0)
+
+
+def audio_groups(module: nn.Module) -> list[list[str]]:
+    """transformer_groups with the convolutional front end (wav2vec2's feature encoder, Whisper's
+    conv1/conv2) as the bottom group, below layer 0, instead of joining the top one."""
+    groups = transformer_groups(module)
+    front = [n for g in groups for n in g if ".conv" in n or "feature_" in n or "masked_spec" in n]
+    rest = [[n for n in g if n not in front] for g in groups]
+    return [g for g in [front, *rest] if g]
 
 
 def _cut_positions(encoder: nn.Module, positions: int) -> None:
@@ -125,7 +135,8 @@ def load_audio_encoder(name: str, weights: str | Path | None, window_seconds: fl
     module = AudioEncoder(encoder, log_mel, pre.get("attention_mask", False))
     return Backbone(display_name(name, pretrained), "audio", module, int(config.hidden_size if not log_mel
                                                                           else config.d_model),
-                    where if pretrained else "random initialisation", pre, build={"library": "transformers"})
+                    where if pretrained else "random initialisation", pre, build={"library": "transformers"},
+                    grouper=audio_groups)
 
 
 def rebuild_audio(folder: Path, info: dict[str, Any], num_classes: int) -> Classifier:
@@ -198,16 +209,9 @@ def collate_audio(batch: list[tuple[tuple[torch.Tensor, torch.Tensor], int]]) ->
     return (torch.stack([f for f, _ in inputs]), torch.stack([m for _, m in inputs])), torch.tensor(ys)
 
 
-class AudioIO(nn.Module):
+class AudioIO(TwoOutputs):
     """The classifier as exported: features and mask -> (logits, embedding)."""
 
-    def __init__(self, clf: Classifier):
-        super().__init__()
-        self.clf = clf
-
     def forward(self, features: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.clf.embed(features, attention_mask)
-        return self.clf.head(emb), emb
+        return super().forward(features, attention_mask)
 
-
-logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)

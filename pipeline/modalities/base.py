@@ -7,7 +7,7 @@ same for every kind of data; they ask the modality object for everything that di
 | --- | --- |
 | how examples are found and read | `scan`, `folder_data`, `extensions`, `key_column` |
 | what is checked | `row_expectations`, `decode_errors` |
-| backbone and preprocessing | `load_backbone`, `save_backbone`, `rebuild`, `layer_groups` |
+| backbone and preprocessing | `load_backbone` (its `Backbone.grouper`: layer groups), `save_backbone`, `rebuild` |
 | loader and augmentation | `dataset` |
 | the exported graph's inputs | `input_names`, `export_module`, `static_int8` |
 | serving's decoding, without torch | `codec` |
@@ -88,11 +88,6 @@ class Modality:
     def load_backbone(self, name: str, weights: Any, max_length: int, pretrained: bool,
                       manifest: pd.DataFrame | None = None) -> Any:
         raise NotImplementedError
-
-    def layer_groups(self, module: Any) -> list[list[str]]:
-        from pipeline.model.backbone import transformer_groups
-
-        return transformer_groups(module)
 
     def save_backbone(self, backbone: Any, folder: Path) -> None:
         """Write what `rebuild` needs beside the weights (configs, tokenizer)."""

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from pipeline.core.inputs import open_image
 from pipeline.model.backbone import (
     Backbone,
-    Classifier,
+    TwoOutputs,
     UnsupportedCandidate,
     WeightsNotFound,
     display_name,
@@ -38,16 +38,11 @@ def collate_images(batch: list[tuple[torch.Tensor, int]]) -> tuple[tuple[torch.T
     return (torch.stack(xs),), torch.tensor(ys)
 
 
-class ImageIO(nn.Module):
+class ImageIO(TwoOutputs):
     """The classifier as exported: pixels -> (logits, embedding)."""
 
-    def __init__(self, clf: Classifier):
-        super().__init__()
-        self.clf = clf
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # named for dynamic_shapes
-        emb = self.clf.embed(x)
-        return self.clf.head(emb), emb
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(x)
 
 
 def _timm_groups(module: nn.Module) -> list[list[str]]:

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from pipeline.model.backbone import (
     Backbone,
     Classifier,
+    TwoOutputs,
     UnsupportedCandidate,
     WeightsNotFound,
     display_name,
@@ -59,16 +60,11 @@ def text_collate(tokenizer: Any, max_length: int) -> Callable[[list[tuple[str, i
     return collate
 
 
-class TextIO(nn.Module):
+class TextIO(TwoOutputs):
     """The classifier as exported: token ids and mask -> (logits, embedding)."""
 
-    def __init__(self, clf: Classifier):
-        super().__init__()
-        self.clf = clf
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.clf.embed(input_ids, attention_mask)
-        return self.clf.head(emb), emb
+        return super().forward(input_ids, attention_mask)
 
 
 def rebuild_text(folder: Path, dim: int, num_classes: int) -> tuple[Classifier, Any]:

@@ -62,6 +62,19 @@ class Classifier(nn.Module):
         return self.head(self.embed(*inputs))
 
 
+
+class TwoOutputs(nn.Module):
+    """The classifier as exported: inputs -> (logits, embedding). Each modality's subclass names
+    its forward's arguments (torch.onnx's dynamic_shapes are keyed by them)."""
+
+    def __init__(self, clf: Classifier):
+        super().__init__()
+        self.clf = clf
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.clf.embed(*inputs)
+        return self.clf.head(emb), emb
+
 @dataclass
 class Backbone:
     """A loaded pretrained backbone with what is needed to feed and rebuild it."""

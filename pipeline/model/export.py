@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from pipeline.core.artifacts import EXPORT_REPORT, MANIFEST, MODEL, Workspace
 from pipeline.core.config import save_resolved
@@ -29,6 +28,7 @@ from pipeline.core.errors import GraftError
 from pipeline.core.io import write_atomic, write_json_atomic
 from pipeline.core.params import ExportParams, Params
 from pipeline.modalities.registry import get_modality
+from pipeline.model.backbone import TwoOutputs
 from pipeline.model.backbones import Backbone, Classifier
 from pipeline.model.loaders import make_loader
 from pipeline.model.quantize import INT8, judge, quantize, settle
@@ -67,18 +67,6 @@ class ExportResult:
         return {"onnx": str(self.onnx_path), "provider": self.provider, "parity": asdict(self.parity),
                 "latency_ms": self.latency_ms, "int8": self.int8, "passed": self.passed, "reasons": self.reasons,
                 "reference_rows": self.reference_rows}
-
-
-class TwoOutputs(nn.Module):
-    """The classifier as exported: inputs -> (logits, embedding)."""
-
-    def __init__(self, clf: Classifier):
-        super().__init__()
-        self.clf = clf
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.clf.embed(*inputs)
-        return self.clf.head(emb), emb
 
 
 def _rename_value(model: Any, old: str, new: str) -> None:

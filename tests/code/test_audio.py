@@ -299,3 +299,17 @@ def test_a_waveform_encoder_runs_the_pipeline_too(tmp_path, tiny_wav2vec2_dir, m
     pred = Predictor(model_dir, name)
     out = pred.predict([_wav_bytes(tone(300, 0.5, 8000), 8000), _wav_bytes(tone(1800, 0.6, 44100), 44100)])
     assert out.labels == ["low", "high"]
+
+
+def test_an_audio_encoders_convolutional_front_end_is_its_bottom_layer_group(tiny_whisper_dir, tiny_wav2vec2_dir):
+    """Fine-tuning's layer-wise learning rates: Whisper's conv1/conv2 and wav2vec2's feature encoder
+    sit below layer 0 (smallest rate), not in the top group beside the final norm."""
+    from pipeline.model.backbones import load_backbone
+
+    for folder, front in ((tiny_whisper_dir, (".conv1.", ".conv2.")), (tiny_wav2vec2_dir, ("feature_extractor.",))):
+        backbone = load_backbone("tiny", str(folder), "audio")
+        groups = backbone.layer_groups()
+        names = [n for n, _ in backbone.module.named_parameters()]
+        assert sorted(n for g in groups for n in g) == sorted(names)
+        assert {n for n in names if any(f in n for f in front)} <= set(groups[0])
+        assert not any(f in n for f in front for n in groups[-1])
